@@ -1,0 +1,290 @@
+"""The base datamodule of every long-tailed dataset, and the in-memory image dataset.
+
+Contract of a :class:`LongTailDataModule` subclass:
+
+* ``__init__`` (cheap: labels or a split file, no image decoding) calls :meth:`LongTailDataModule._set_class_info`,
+  which sets ``num_classes``, ``class_counts`` (training images per class), ``class_names`` and ``train_labels``.
+  The CLI links ``data.num_classes`` and ``data.class_counts`` into the model right after ``__init__``.
+* ``setup(stage)`` sets ``train_dataset``, ``val_dataset`` (a balanced validation split) and ``test_dataset``:
+  datasets of ``(uint8 [C, H, W] image, int label)``; ``train_dataset[i]`` must have label ``train_labels[i]``
+  (samplers draw indices from ``train_labels``).
+* Class attributes (or instance attributes set in ``__init__``) ``mean``/``std`` (normalisation of ``[0, 1]``
+  images), ``crop_padding`` and ``horizontal_flip`` (train-time augmentation) configure the device pipeline.
+
+Loading, sampling and augmentation follow one path: the train loader uses :meth:`build_train_sampler` (an
+:class:`~lt_lightning.data.samplers.EpochSampler`, instance-balanced by default -- re-sampling methods override
+this hook or swap the sampler), evaluation loaders an unpadded distributed sampler, and the batch is augmented and
+normalised on the device in :meth:`on_after_batch_transfer`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, default_collate
+
+from lt_lightning.data.samplers import EpochSampler, InstanceBalancedSampler, UnpaddedDistributedSampler
+from lt_lightning.data.transforms import DeviceAugmentation
+
+
+class ImageBatch(NamedTuple):
+    """A batch fetched in one indexing operation by :meth:`TensorImageDataset.__getitems__`."""
+
+    images: Tensor
+    labels: Tensor
+
+
+def collate_image_batch(batch: Any) -> Any:
+    """Collate function of every loader here: an :class:`ImageBatch` passes through as ``[images, labels]``.
+
+    Anything else (a list of samples from a dataset without ``__getitems__``) goes to ``default_collate``, which
+    gives the same ``[images, labels]`` structure.
+    """
+    if isinstance(batch, ImageBatch):
+        return [batch.images, batch.labels]
+    return default_collate(batch)
+
+
+class TensorImageDataset(Dataset):
+    """In-memory dataset of ``uint8`` images and integer labels.
+
+    ``__getitems__`` (used by ``DataLoader`` with automatic batching) fetches a whole batch with one indexing
+    operation, so loading has no per-sample Python work; use it with :func:`collate_image_batch`.
+
+    Args:
+        images: ``uint8 [N, C, H, W]``.
+        labels: ``[N]`` integer labels.
+    """
+
+    def __init__(self, images: Tensor, labels: Tensor) -> None:
+        images = torch.as_tensor(images)
+        labels = torch.as_tensor(labels, dtype=torch.long).flatten()
+        if images.dim() != 4:
+            raise ValueError(f"images must be [N, C, H, W], got shape {tuple(images.shape)}")
+        if images.dtype != torch.uint8:
+            raise ValueError(f"images must be uint8, got dtype {images.dtype}")
+        if images.shape[0] != labels.numel():
+            raise ValueError(f"images has {images.shape[0]} samples but labels has {labels.numel()}")
+        self.images = images
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return int(self.labels.numel())
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        return self.images[index], int(self.labels[index])
+
+    def __getitems__(self, indices: Sequence[int]) -> ImageBatch:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return ImageBatch(self.images[idx], self.labels[idx])
+
+
+def check_labels(labels: Sequence[int] | np.ndarray | Tensor, num_classes: int, origin: str = "labels") -> Tensor:
+    """Return ``labels`` as a 1-D long tensor; ``ValueError`` naming the first label outside ``[0, num_classes)``.
+
+    Args:
+        labels: integer labels.
+        num_classes: number of classes ``C``.
+        origin: what the labels are, used in the message (e.g. ``"training labels of split file X"``).
+    """
+    t = torch.as_tensor(np.asarray(labels)).flatten()
+    if t.is_floating_point() and not torch.equal(t, t.round()):
+        raise ValueError(f"{origin} must be integers, got {t[:5].tolist()}...")
+    t = t.to(torch.long)
+    bad = torch.nonzero((t < 0) | (t >= num_classes)).flatten()
+    if bad.numel():
+        i = int(bad[0])
+        raise ValueError(f"{origin}[{i}] = {int(t[i])} is outside [0, num_classes={num_classes})")
+    return t
+
+
+class LongTailDataModule(L.LightningDataModule):
+    """Base datamodule: class statistics after ``__init__``, DDP-aware seeded loaders, device-side augmentation.
+
+    Args:
+        batch_size: training batch size per process.
+        eval_batch_size: validation/test batch size per process (default ``2 * batch_size``).
+        num_workers: DataLoader worker processes (``persistent_workers`` when ``> 0``).
+        seed: base seed of the training sampler (epoch ``e`` draws with ``seed + e``).
+        augment: apply the train-time augmentation (crop/flip) during training.
+        pin_memory: DataLoader ``pin_memory``.
+
+    Attributes:
+        num_classes: number of classes ``C``.
+        class_counts: training images per class (length ``C``).
+        class_names: a name per class.
+        train_labels: ``[N_train]`` long tensor of training labels, in ``train_dataset`` order.
+    """
+
+    #: per-channel mean / std of the ``[0, 1]`` images (subclasses set these)
+    mean: tuple[float, ...] = (0.5,)
+    std: tuple[float, ...] = (0.5,)
+    #: train-time augmentation: zero padding of the random crop (0 = no crop) and random horizontal flip
+    crop_padding: int = 0
+    horizontal_flip: bool = False
+
+    num_classes: int
+    class_counts: list[int]
+    class_names: list[str]
+    train_labels: Tensor
+
+    def __init__(
+        self,
+        batch_size: int = 128,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+        augment: bool = True,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if eval_batch_size is not None and eval_batch_size < 1:
+            raise ValueError(f"eval_batch_size must be >= 1 or None, got {eval_batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        self.batch_size = int(batch_size)
+        self.eval_batch_size = int(eval_batch_size) if eval_batch_size is not None else 2 * self.batch_size
+        self.num_workers = int(num_workers)
+        self.seed = int(seed)
+        self.augment = bool(augment)
+        self.pin_memory = bool(pin_memory)
+        self.train_dataset: Dataset | None = None
+        self.val_dataset: Dataset | None = None
+        self.test_dataset: Dataset | None = None
+        self._augmentation: DeviceAugmentation | None = None
+
+    # ------------------------------------------------------------------ class statistics
+    def _set_class_info(
+        self,
+        train_labels: Sequence[int] | np.ndarray | Tensor,
+        num_classes: int,
+        class_names: Sequence[str] | None = None,
+        origin: str = "training labels",
+    ) -> None:
+        """Validate the training labels and set ``num_classes``, ``class_counts``, ``class_names``, ``train_labels``.
+
+        Args:
+            train_labels: ``[N]`` training labels in ``train_dataset`` order.
+            num_classes: number of classes ``C``.
+            class_names: ``C`` names (default ``"0" .. "C-1"``).
+            origin: where the labels come from, used in error messages.
+
+        Raises:
+            ValueError: ``num_classes < 1``, a label outside ``[0, C)``, a class with no training image, or a
+                wrong number of class names.
+        """
+        if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+            raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
+        labels = check_labels(train_labels, int(num_classes), origin)
+        counts = torch.bincount(labels, minlength=int(num_classes)).tolist()
+        names = [str(c) for c in range(num_classes)] if class_names is None else [str(n) for n in class_names]
+        if len(names) != num_classes:
+            raise ValueError(f"class_names has {len(names)} entries but num_classes={num_classes}")
+        empty = [c for c, n in enumerate(counts) if n == 0]
+        if empty:
+            c = empty[0]
+            raise ValueError(
+                f"class {c} ({names[c]!r}) has no training images in {origin}"
+                + (f" ({len(empty)} empty classes: {empty[:10]})" if len(empty) > 1 else "")
+            )
+        self.num_classes = int(num_classes)
+        self.class_counts = [int(n) for n in counts]
+        self.class_names = names
+        self.train_labels = labels
+
+    # ------------------------------------------------------------------ distributed context
+    def _world(self) -> tuple[int, int]:
+        """``(num_replicas, rank)`` from the attached trainer, ``(1, 0)`` without one."""
+        trainer = self.trainer
+        if trainer is None:
+            return 1, 0
+        return int(trainer.world_size), int(trainer.global_rank)
+
+    def _sampler_epoch(self) -> int:
+        """Epoch the train sampler must draw next (Lightning issue #21938: set it before workers start)."""
+        trainer = self.trainer
+        if trainer is None:
+            return 0
+        return int(trainer.fit_loop.epoch_progress.current.processed)
+
+    def _require(self, name: str) -> Dataset:
+        dataset = getattr(self, name)
+        if dataset is None:
+            raise RuntimeError(f"{type(self).__name__}.{name} is not built: call setup() before asking for loaders")
+        return dataset
+
+    # ------------------------------------------------------------------ loaders
+    def build_train_sampler(self) -> EpochSampler:
+        """The training sampler (hook): instance-balanced by default; re-sampling methods override it."""
+        num_replicas, rank = self._world()
+        return InstanceBalancedSampler(self.train_labels, num_replicas=num_replicas, rank=rank, seed=self.seed)
+
+    def _loader(self, dataset: Dataset, batch_size: int, sampler: torch.utils.data.Sampler) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            drop_last=False,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=collate_image_batch,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self._require("train_dataset")
+        if len(dataset) != self.train_labels.numel():  # type: ignore[arg-type]
+            raise RuntimeError(
+                f"train_dataset has {len(dataset)} samples but train_labels has {self.train_labels.numel()}"  # type: ignore[arg-type]
+            )
+        sampler = self.build_train_sampler()
+        sampler.set_epoch(self._sampler_epoch())
+        return self._loader(dataset, self.batch_size, sampler)
+
+    def _eval_loader(self, name: str) -> DataLoader:
+        dataset = self._require(name)
+        num_replicas, rank = self._world()
+        sampler = UnpaddedDistributedSampler(len(dataset), num_replicas=num_replicas, rank=rank)  # type: ignore[arg-type]
+        return self._loader(dataset, self.eval_batch_size, sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val_dataset")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test_dataset")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._eval_loader("test_dataset")
+
+    # ------------------------------------------------------------------ device-side pipeline
+    @property
+    def augmentation(self) -> DeviceAugmentation:
+        """The device pipeline built from ``mean``, ``std``, ``crop_padding`` and ``horizontal_flip``."""
+        if self._augmentation is None:
+            self._augmentation = DeviceAugmentation(self.mean, self.std, self.crop_padding, self.horizontal_flip)
+        return self._augmentation
+
+    def _is_training(self) -> bool:
+        trainer = self.trainer
+        return bool(trainer is not None and trainer.training)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """``uint8 -> float``, train-time augmentation (training and ``augment`` only), normalisation.
+
+        Accepts ``[images, labels, ...]`` (list/tuple) or a bare image tensor. Without a trainer the batch is
+        treated as evaluation data (no augmentation).
+        """
+        train = self.augment and self._is_training()
+        if isinstance(batch, Tensor):
+            return self.augmentation(batch, train=train)
+        if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], Tensor):
+            images = self.augmentation(batch[0], train=train)
+            return [images, *batch[1:]] if isinstance(batch, list) else (images, *batch[1:])
+        raise ValueError(f"batch must be an image tensor or [images, labels], got {type(batch).__name__}")

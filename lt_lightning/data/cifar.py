@@ -1,0 +1,185 @@
+"""CIFAR-10-LT and CIFAR-100-LT exactly as LDAM-DRW builds them, with a validation set from unused images.
+
+Long-tailed training set (Cao et al., "Learning Imbalanced Datasets with Label-Distribution-Aware Margin Loss",
+NeurIPS 2019; ``kaidic/LDAM-DRW`` ``imbalance_cifar.py``): head class ``n_max = 50000 / C`` (5,000 for CIFAR-10,
+500 for CIFAR-100), per-class counts from :func:`~lt_lightning.data.profiles.long_tail_counts` (``exp`` or
+``step`` profile, any ``rho >= 1``), images chosen by :func:`~lt_lightning.data.profiles.select_long_tail_indices`
+with LDAM-DRW's seed 0 — the same counts and the same selected indices from the python-pickle files.
+
+Validation set (not in LDAM-DRW, which reports the last epoch on the test set), ``val_source``:
+
+* ``"unused"`` (default): LDAM-DRW's per-class shuffle leaves ``5000 - n_c`` (CIFAR-10) or ``500 - n_c``
+  (CIFAR-100) images of class ``c`` unused; the first ``val_per_class`` of them, in that shuffled order, are its
+  validation images (default 50 per class for CIFAR-10, 20 for CIFAR-100). The training set is exactly
+  LDAM-DRW's. A class whose whole pool is in the training set (the head class of the ``exp`` profile, the
+  majority half of ``step``) has no unused image and hence no validation image: a warning names those classes,
+  their validation accuracy is NaN and the class-balanced validation accuracy averages the other classes.
+* ``"holdout"``: ``val_per_class`` images of every class are held out first (seeded), and the LDAM-DRW selection
+  runs on the rest with ``n_max = 50000 / C - val_per_class``: a validation set balanced over all classes, at the
+  price of training counts that differ slightly from the paper's (4,950 instead of 5,000 for the head class).
+
+The test set is the balanced official test set (10,000 images); nothing selects on it.
+
+The reader parses the original pickles itself (``cifar-10-batches-py/`` or ``cifar-100-python/`` under ``root``)
+and does not run torchvision's md5 check, so re-encoded copies (e.g. ``../shared/data/make_cifar10.py``) work.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import warnings
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from lt_lightning.data._split import hold_out_per_class
+from lt_lightning.data.base import LongTailDataModule, TensorImageDataset
+from lt_lightning.data.profiles import Profile, long_tail_counts, select_long_tail_indices
+from lt_lightning.data.transforms import CIFAR_MEAN, CIFAR_STD
+
+CIFAR10_DIR = "cifar-10-batches-py"
+CIFAR100_DIR = "cifar-100-python"
+_GET_DATA = (
+    "download {url} and extract it into {root} (so that {path} exists); on machines with ../shared/data, "
+    "`python ../shared/data/make_cifar10.py {root}` writes CIFAR-10"
+)
+
+
+def _unpickle(path: str) -> dict[str, Any]:
+    with open(path, "rb") as f:
+        entry = pickle.load(f, encoding="latin1")
+    return entry
+
+
+def read_cifar(root: str, num_classes: int, train: bool) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Read CIFAR-10/100 from the python-pickle layout: ``uint8 [N, 3, 32, 32]``, ``int64 [N]``, class names.
+
+    Raises:
+        FileNotFoundError: naming the missing path and how to get the data.
+        ValueError: for ``num_classes`` other than 10 or 100, or a file of the wrong layout.
+    """
+    if num_classes == 10:
+        folder, files = CIFAR10_DIR, [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
+        label_key, meta_file, names_key = "labels", "batches.meta", "label_names"
+        url = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+    elif num_classes == 100:
+        folder, files = CIFAR100_DIR, ["train" if train else "test"]
+        label_key, meta_file, names_key = "fine_labels", "meta", "fine_label_names"
+        url = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
+    else:
+        raise ValueError(f"num_classes must be 10 or 100 for CIFAR, got {num_classes}")
+    base = os.path.join(os.fspath(root), folder)
+    for name in [*files, meta_file]:
+        path = os.path.join(base, name)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"CIFAR-{num_classes} file {path} not found: " + _GET_DATA.format(url=url, root=root, path=base)
+            )
+    data, labels = [], []
+    for name in files:
+        path = os.path.join(base, name)
+        entry = _unpickle(path)
+        if "data" not in entry or label_key not in entry:
+            raise ValueError(f"{path} is not a CIFAR-{num_classes} pickle (keys: {sorted(entry)[:6]})")
+        data.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        labels.extend(entry[label_key])
+    names = list(_unpickle(os.path.join(base, meta_file))[names_key])
+    return np.concatenate(data), np.asarray(labels, dtype=np.int64), names
+
+
+class CIFARLTDataModule(LongTailDataModule):
+    """CIFAR-LT (base of :class:`CIFAR10LTDataModule` and :class:`CIFAR100LTDataModule`).
+
+    Args:
+        root: directory holding ``cifar-10-batches-py/`` or ``cifar-100-python/``.
+        imbalance_ratio: ``rho = n_max / n_min`` (LDAM-DRW's ``1 / imb_factor``), ``>= 1``.
+        profile: ``"exp"`` or ``"step"``.
+        val_per_class: validation images per class.
+        val_source: ``"unused"`` (exact LDAM-DRW training set) or ``"holdout"`` (validation balanced over all
+            classes); see the module docstring.
+        split_seed: seed of LDAM-DRW's selection (``rand_number``, 0 in the paper's runs).
+        **kwargs: :class:`~lt_lightning.data.base.LongTailDataModule` arguments (batch_size, seed, ...).
+    """
+
+    dataset_classes: int = 10
+    default_val_per_class: int = 50
+    mean = CIFAR_MEAN
+    std = CIFAR_STD
+    crop_padding = 4
+    horizontal_flip = True
+
+    def __init__(
+        self,
+        root: str = "data",
+        imbalance_ratio: float = 100.0,
+        profile: Profile = "exp",
+        val_per_class: int | None = None,
+        val_source: Literal["unused", "holdout"] = "unused",
+        split_seed: int = 0,
+        batch_size: int = 128,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(batch_size=batch_size, **kwargs)
+        val_per_class = self.default_val_per_class if val_per_class is None else val_per_class
+        if val_per_class < 0:
+            raise ValueError(f"val_per_class must be >= 0, got {val_per_class}")
+        self.root = os.fspath(root)
+        self.imbalance_ratio = imbalance_ratio
+        self.profile = profile
+        self.val_per_class = val_per_class
+        self.split_seed = split_seed
+        if val_source not in ("unused", "holdout"):
+            raise ValueError(f"val_source must be 'unused' or 'holdout', got {val_source!r}")
+        self.val_source = val_source
+        images, labels, names = read_cifar(self.root, self.dataset_classes, train=True)
+        pool = np.arange(len(labels))
+        if val_source == "holdout":
+            val_index, pool = hold_out_per_class(labels, [val_per_class], self.dataset_classes, split_seed, "train set")
+        n_max = len(pool) // self.dataset_classes
+        counts = long_tail_counts(self.dataset_classes, n_max, imbalance_ratio, profile)
+        chosen, unused = select_long_tail_indices(labels[pool], counts, seed=split_seed)
+        selected = pool[chosen]
+        if val_source == "unused":
+            val_index = np.concatenate([pool[unused[c][:val_per_class]] for c in sorted(unused)]).astype(np.int64)
+            short = [c for c, idx in unused.items() if idx.size < val_per_class]
+            if short and val_per_class > 0:
+                warnings.warn(
+                    f"CIFAR-{self.dataset_classes}-LT (imbalance_ratio={imbalance_ratio}, profile={profile!r}): "
+                    f"classes {short[:10]}{'...' if len(short) > 10 else ''} use their whole training pool and have "
+                    f"fewer than val_per_class={val_per_class} validation images (NaN accuracy when none); "
+                    "use val_source='holdout' for a validation set balanced over all classes",
+                    stacklevel=2,
+                )
+        self.train_index = selected
+        self.val_index = np.sort(val_index)
+        self._train_images, self._train_labels = images, labels
+        self._set_class_info(labels[selected], self.dataset_classes, names, origin=f"CIFAR-{self.dataset_classes}-LT")
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_dataset is not None:
+            return
+        x, y = self._train_images, self._train_labels
+        train_x, train_y = torch.from_numpy(x[self.train_index]), torch.from_numpy(y[self.train_index])
+        self.train_dataset = TensorImageDataset(train_x, train_y)
+        self.val_dataset = TensorImageDataset(torch.from_numpy(x[self.val_index]), torch.from_numpy(y[self.val_index]))
+        test_x, test_y, _ = read_cifar(self.root, self.dataset_classes, train=False)
+        self.test_dataset = TensorImageDataset(torch.from_numpy(test_x), torch.from_numpy(test_y))
+
+
+class CIFAR10LTDataModule(CIFARLTDataModule):
+    """CIFAR-10-LT (LDAM-DRW split; ρ=100 exp: ``[5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]``)."""
+
+    dataset_classes = 10
+    default_val_per_class = 50
+
+
+class CIFAR100LTDataModule(CIFARLTDataModule):
+    """CIFAR-100-LT (LDAM-DRW split; ρ=100 exp: 500 ... 5 images per class, 10,847 in total)."""
+
+    dataset_classes = 100
+    default_val_per_class = 20
+
+
+__all__ = ["CIFAR10LTDataModule", "CIFAR100LTDataModule", "CIFARLTDataModule", "read_cifar"]

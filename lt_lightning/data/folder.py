@@ -1,0 +1,222 @@
+"""A folder of class sub-folders (``root/train/<class>/*.jpg``), optionally made long-tailed by a profile.
+
+Layout (torchvision ``ImageFolder`` style; class ``c`` is the ``c``-th class folder of ``root/train`` in sorted
+order, files are found recursively and sorted, hidden entries are ignored)::
+
+    root/train/<class>/...   required, every class needs at least one image
+    root/val/<class>/...     optional
+    root/test/<class>/...    optional
+
+Splits, seeded by ``split_seed`` (the same steps as :mod:`lt_lightning.data.digits`):
+
+1. A missing ``root/test`` (``root/val``) is replaced by a balanced hold-out of ``test_per_class``
+   (``val_per_class``) images per class from ``root/train``: every class is shuffled once with
+   ``np.random.RandomState(split_seed)`` and gives its first ``test_per_class`` images to test, the next
+   ``val_per_class`` to validation. A missing folder with a zero count is an error (nothing would be tested or
+   validated on; the test split is never used for validation); a present folder with a non-zero count is an
+   error too (ambiguous). Class folders of ``val``/``test`` must be classes of ``train``; a class may be absent.
+2. What remains of ``root/train`` is the training *pool*. With ``imbalance_ratio=None`` it is used as is.
+   Otherwise class ``c`` keeps ``n_c`` images, ``n_c`` from :func:`~lt_lightning.data.profiles.long_tail_counts`
+   (``profile`` ``"exp"`` or ``"step"``, head class ``c = 0`` with ``n_max`` images, default the smallest pool),
+   picked by :func:`~lt_lightning.data.profiles.select_long_tail_indices` (LDAM-DRW's selection) with
+   ``split_seed``.
+
+All of this lists files only (no decoding), so the class statistics exist after ``__init__``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from lt_lightning.data._split import hold_out_per_class
+from lt_lightning.data.image_files import ImageFileDataModule
+from lt_lightning.data.profiles import Profile, long_tail_counts, select_long_tail_indices
+
+#: file extensions taken as images (case-insensitive), those of torchvision's ``ImageFolder``
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def list_class_folders(folder: str) -> list[str]:
+    """Sorted names of the non-hidden sub-directories of ``folder``."""
+    with os.scandir(folder) as entries:
+        return sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+
+
+def list_images(folder: str, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[str]:
+    """Sorted paths of the image files under ``folder`` (recursive, symlinks followed, hidden entries skipped)."""
+    exts = tuple(e.lower() for e in extensions)
+    found: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        found.extend(os.path.join(dirpath, f) for f in filenames if not f.startswith(".") and f.lower().endswith(exts))
+    return sorted(found)
+
+
+def scan_split_folder(
+    folder: str, class_names: Sequence[str] | None, extensions: Sequence[str] = IMAGE_EXTENSIONS
+) -> tuple[list[str], list[int], list[str]]:
+    """Images of a ``<class>/...`` folder as ``(paths, labels, class_names)``.
+
+    Args:
+        folder: the split folder (e.g. ``root/train``).
+        class_names: the classes (label = position); ``None`` takes the sorted sub-folders of ``folder`` and
+            requires each to hold an image.
+        extensions: file extensions taken as images.
+
+    Raises:
+        ValueError: ``folder`` has no class folder, an empty class folder (when ``class_names`` is ``None``), or a
+            class folder not in ``class_names``.
+    """
+    names = list_class_folders(folder)
+    if not names:
+        raise ValueError(f"{folder!r} has no class sub-folders (expected {folder}/<class>/<image>)")
+    if class_names is None:
+        classes = names
+    else:
+        classes = list(class_names)
+        unknown = sorted(set(names) - set(classes))
+        if unknown:
+            raise ValueError(f"class folder(s) {unknown[:5]} of {folder!r} are not classes of the training folder")
+    index = {name: c for c, name in enumerate(classes)}
+    paths: list[str] = []
+    labels: list[int] = []
+    for name in names:
+        files = list_images(os.path.join(folder, name), extensions)
+        if not files and class_names is None:
+            raise ValueError(
+                f"class folder {os.path.join(folder, name)!r} holds no image (extensions {tuple(extensions)})"
+            )
+        paths.extend(files)
+        labels.extend([index[name]] * len(files))
+    return paths, labels, classes
+
+
+class ImageFolderLTDataModule(ImageFileDataModule):
+    """Class-folder images, taken as is or made long-tailed; see the module docstring for the splits.
+
+    Args:
+        root: directory holding ``train/`` (and optionally ``val/``, ``test/``).
+        imbalance_ratio: ``rho = n_max / n_min`` of the long-tailed profile (``>= 1``); ``None`` keeps the pool.
+        profile: ``"exp"`` or ``"step"`` (used with ``imbalance_ratio``).
+        n_max: head-class images under the profile (default: the smallest class pool).
+        val_per_class: without ``root/val``: validation images held out per class from ``root/train``.
+        test_per_class: without ``root/test``: test images held out per class from ``root/train``.
+        extensions: file extensions taken as images.
+        image_size: side of the square crops (small sizes are fine for tests).
+        resize_size: shorter side before the evaluation centre crop (default ``int(image_size / 0.875)``).
+        on_error: ``"raise"`` or ``"skip"`` for unreadable images.
+        split_seed: seed of the hold-out and of the long-tailed selection.
+        batch_size, eval_batch_size, num_workers, seed, augment, pin_memory: see
+            :class:`~lt_lightning.data.base.LongTailDataModule`.
+
+    Raises:
+        FileNotFoundError: ``root/train`` does not exist.
+        ValueError: an empty class folder, a non-positive ``imbalance_ratio``, a class left with zero images by the
+            profile, a class too small for the hold-out, or a missing/present ``val``/``test`` folder that
+            contradicts ``val_per_class``/``test_per_class``.
+    """
+
+    how_to_get_data = "expected root/train/<class>/<image> (and optionally root/val/<class>, root/test/<class>)"
+
+    def __init__(
+        self,
+        root: str,
+        imbalance_ratio: float | None = None,
+        profile: Profile = "exp",
+        n_max: int | None = None,
+        val_per_class: int = 0,
+        test_per_class: int = 0,
+        extensions: Sequence[str] = IMAGE_EXTENSIONS,
+        image_size: int = 224,
+        resize_size: int | None = None,
+        on_error: str = "raise",
+        split_seed: int = 0,
+        batch_size: int = 128,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+        augment: bool = True,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__(
+            image_size=image_size,
+            resize_size=resize_size,
+            on_error=on_error,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            num_workers=num_workers,
+            seed=seed,
+            augment=augment,
+            pin_memory=pin_memory,
+        )
+        if imbalance_ratio is not None and not (np.isfinite(imbalance_ratio) and imbalance_ratio > 0):
+            raise ValueError(
+                f"imbalance_ratio must be positive (>= 1) or None to keep the data as is, got {imbalance_ratio!r}"
+            )
+        for name, value in (("val_per_class", val_per_class), ("test_per_class", test_per_class)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        if n_max is not None and (isinstance(n_max, bool) or not isinstance(n_max, int) or n_max < 1):
+            raise ValueError(f"n_max must be a positive integer or None, got {n_max!r}")
+        self.root = os.fspath(root)
+        self.imbalance_ratio = imbalance_ratio
+        self.profile = profile
+        self.n_max = n_max
+        self.val_per_class = val_per_class
+        self.test_per_class = test_per_class
+        self.extensions = tuple(extensions)
+        self.split_seed = split_seed
+
+        train_dir = os.path.join(self.root, "train")
+        if not os.path.isdir(train_dir):
+            raise self._not_found(f"training folder {train_dir!r} not found")
+        paths, labels, names = scan_split_folder(train_dir, None, self.extensions)
+        num_classes = len(names)
+
+        lists: dict[str, tuple[list[str], list[int]]] = {}
+        hold: list[str] = []  # the splits held out of root/train, in hold-out order
+        for split, per_class in (("test", test_per_class), ("val", val_per_class)):
+            folder = os.path.join(self.root, split)
+            if os.path.isdir(folder):
+                if per_class > 0:
+                    raise ValueError(f"{folder!r} exists: give it or {split}_per_class={per_class} > 0, not both")
+                split_paths, split_labels, _ = scan_split_folder(folder, names, self.extensions)
+                if not split_paths:
+                    raise ValueError(f"{folder!r} holds no image")
+                lists[split] = (split_paths, split_labels)
+            elif per_class == 0:
+                raise ValueError(
+                    f"{folder!r} not found: add it, or set {split}_per_class > 0 to hold images out of {train_dir!r}"
+                )
+            else:
+                hold.append(split)
+        sizes = [test_per_class if split == "test" else val_per_class for split in hold]
+        *held, pool = hold_out_per_class(labels, sizes, num_classes, split_seed, what=f"training folder {train_dir!r}")
+        for split, index in zip(hold, held, strict=True):
+            lists[split] = _take(paths, labels, index)
+        paths, labels = _take(paths, labels, pool)
+
+        if imbalance_ratio is not None:
+            pool_sizes = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
+            if pool_sizes.min() == 0:
+                c = int(np.argmin(pool_sizes))
+                raise ValueError(f"class {names[c]!r} has no training image left after the val/test hold-out")
+            head = int(pool_sizes.min()) if n_max is None else n_max
+            counts = long_tail_counts(num_classes, head, float(imbalance_ratio), profile)
+            selected, _ = select_long_tail_indices(labels, counts, seed=split_seed)
+            paths, labels = _take(paths, labels, np.sort(selected))
+        lists["train"] = (paths, labels)
+        origin = f"training folder {train_dir!r}" + (
+            "" if imbalance_ratio is None else f" (profile {profile!r}, imbalance_ratio={imbalance_ratio})"
+        )
+        self._set_image_lists(lists, num_classes, names, origin=origin)
+
+
+def _take(paths: list[str], labels: list[int], index: np.ndarray) -> tuple[list[str], list[int]]:
+    return [paths[i] for i in index], [labels[i] for i in index]
+
+
+__all__ = ["IMAGE_EXTENSIONS", "ImageFolderLTDataModule", "list_images", "scan_split_folder"]

@@ -1,0 +1,385 @@
+"""A dataset of image files on disk: decode with PIL, convert to RGB, crop/resize to a square uint8 tensor.
+
+The per-sample CPU work (in DataLoader workers) is what must happen before images can be stacked into a batch --
+decode, colour conversion, a crop or resize to ``image_size`` -- plus the train-time flip. Conversion to float and
+normalisation happen batched on the device in :meth:`lt_lightning.data.base.LongTailDataModule.on_after_batch_transfer`.
+
+Resize pipelines (the usual ImageNet recipe, e.g. facebookresearch/classifier-balancing, which the ImageNet-LT and
+Places-LT numbers of the survey use):
+
+* train: ``RandomResizedCrop(image_size)`` (scale (0.08, 1), ratio (3/4, 4/3)) and ``RandomHorizontalFlip(0.5)``;
+* eval: ``Resize(resize_size)`` of the shorter side, then ``CenterCrop(image_size)``; ``resize_size`` defaults to
+  ``int(image_size / 0.875)`` (256 -> 224 for the default size).
+
+Unreadable images: with ``on_error="raise"`` (the default) a file that cannot be decoded raises
+:class:`UnreadableImageError` naming the file (raised in a DataLoader worker, it reaches the main process as a
+``RuntimeError`` -- its base class -- whose message holds the original one, file name included). With
+``on_error="skip"`` the owner of the dataset is expected to call :meth:`ImageFileDataset.drop_unreadable` once before
+training (the datamodules do it in ``setup``): it decodes every file, removes the bad ones and returns their paths, so
+the number of skipped files is exact and reported once, in the main process. Should a file still fail later (it changed
+on disk), ``__getitem__`` returns the next readable sample, warns naming the file, and increments
+:attr:`ImageFileDataset.num_skipped`; that counter is per process (each DataLoader worker holds its own copy of the
+dataset), so it is a diagnostic, not a global total.
+
+:class:`ImageFileDataModule` is the base of the datamodules that read such files
+(:class:`~lt_lightning.data.split_file_datamodule.SplitFileDataModule`,
+:class:`~lt_lightning.data.folder.ImageFolderLTDataModule`): ImageNet normalisation, worker-side crop and flip,
+and the missing/unreadable-file policy in ``setup``.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+from lt_lightning.data.base import LongTailDataModule
+
+ON_ERROR_CHOICES = ("raise", "skip")
+
+#: Ratio between the eval crop and the resize of the shorter side (224 / 256).
+EVAL_CROP_RATIO = 0.875
+
+
+class UnreadableImageError(RuntimeError):
+    """An image file could not be opened or decoded.
+
+    Attributes:
+        path: the file that failed.
+    """
+
+    def __init__(self, path: str, cause: BaseException) -> None:
+        super().__init__(f"cannot read image file {path!r}: {type(cause).__name__}: {cause}")
+        self.path = path
+
+
+def validate_on_error(on_error: str) -> str:
+    """Return ``on_error`` if it is ``"raise"`` or ``"skip"``, else raise ``ValueError`` naming it."""
+    if on_error not in ON_ERROR_CHOICES:
+        raise ValueError(f"on_error must be one of {ON_ERROR_CHOICES}, got {on_error!r}")
+    return on_error
+
+
+def default_resize_size(image_size: int, resize_size: int | None = None) -> int:
+    """The evaluation resize: ``resize_size`` if given (checked ``>= image_size``), else ``int(image_size / 0.875)``."""
+    if resize_size is None:
+        return int(image_size / EVAL_CROP_RATIO)
+    if isinstance(resize_size, bool) or not isinstance(resize_size, int) or resize_size < image_size:
+        raise ValueError(f"resize_size must be an integer >= image_size={image_size}, got {resize_size!r}")
+    return resize_size
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any PIL image to 8-bit 3-channel RGB.
+
+    * ``"RGB"`` is returned as is; ``"L"``, ``"1"``, ``"CMYK"``, ``"YCbCr"``, ``"RGBA"``, ``"LA"``, ``"P"`` and
+      ``"PA"`` are converted by PIL (the alpha channel is dropped; palette images go through RGBA so that a
+      transparency entry is honoured without PIL's warning).
+    * 16- and 32-bit integer grey images (``"I;16"``, ``"I;16B"``, ``"I;16L"``, ``"I"``; PIL opens 16-bit PNGs in one
+      of these modes) are taken as 16-bit data: clipped to [0, 65535] and mapped to 8 bits by ``v * 255 / 65535``
+      rounded, so full scale stays full scale.
+    * 32-bit float grey images (``"F"``) are clipped to [0, 255] and rounded.
+    """
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode.startswith("I"):  # "I", "I;16", "I;16B", "I;16L", "I;16N"
+        values = np.asarray(image).astype(np.float64)
+        gray = np.rint(np.clip(values, 0.0, 65535.0) * (255.0 / 65535.0)).astype(np.uint8)
+        return Image.fromarray(gray, mode="L").convert("RGB")
+    if mode == "F":
+        gray = np.rint(np.clip(np.asarray(image, dtype=np.float64), 0.0, 255.0)).astype(np.uint8)
+        return Image.fromarray(gray, mode="L").convert("RGB")
+    if mode in ("P", "PA"):
+        return image.convert("RGBA").convert("RGB")
+    return image.convert("RGB")
+
+
+def load_rgb(path: str) -> Image.Image:
+    """Open ``path``, decode it fully and return an RGB image; raise :class:`UnreadableImageError` on failure."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return to_rgb(image)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise UnreadableImageError(path, exc) from exc
+
+
+def _is_readable(path: str) -> bool:
+    try:
+        load_rgb(path)
+    except UnreadableImageError:
+        return False
+    return True
+
+
+class ImageFileDataset(Dataset):
+    """Images listed as ``(path, label)`` pairs; ``__getitem__`` returns ``(uint8 [3, S, S] tensor, int label)``.
+
+    Args:
+        paths: image file paths (absolute, or relative to the working directory).
+        labels: one integer class label per path.
+        image_size: side ``S`` of the square output.
+        train: ``True`` for the training pipeline (random resized crop and, with ``horizontal_flip``, a random
+            horizontal flip), ``False`` for the evaluation pipeline (resize the shorter side to ``resize_size``,
+            centre crop ``S``).
+        on_error: ``"raise"`` or ``"skip"``; see the module docstring.
+        resize_size: shorter side before the evaluation centre crop; default ``int(S / 0.875)``; ``>= S``.
+        horizontal_flip: flip with probability 0.5 in the training pipeline.
+
+    Raises:
+        ValueError: if ``paths`` and ``labels`` differ in length, ``image_size < 1``, ``resize_size < image_size``
+            or ``on_error`` is unknown.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        labels: Sequence[int],
+        image_size: int = 224,
+        train: bool = False,
+        on_error: str = "raise",
+        resize_size: int | None = None,
+        horizontal_flip: bool = True,
+    ) -> None:
+        if len(paths) != len(labels):
+            raise ValueError(f"paths and labels must have the same length, got {len(paths)} and {len(labels)}")
+        if image_size < 1:
+            raise ValueError(f"image_size must be >= 1, got {image_size}")
+        self.paths = list(paths)
+        self.labels = [int(label) for label in labels]
+        self.image_size = int(image_size)
+        self.resize_size = default_resize_size(self.image_size, resize_size)
+        self.train = bool(train)
+        self.horizontal_flip = bool(horizontal_flip)
+        self.on_error = validate_on_error(on_error)
+        self.num_skipped = 0
+        if self.train:
+            steps: list[v2.Transform] = [v2.RandomResizedCrop(self.image_size, antialias=True)]
+            if self.horizontal_flip:
+                steps.append(v2.RandomHorizontalFlip(0.5))
+            self.resize: v2.Transform = v2.Compose(steps)
+        else:
+            self.resize = v2.Compose([v2.Resize(self.resize_size, antialias=True), v2.CenterCrop(self.image_size)])
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def targets(self) -> Tensor:
+        """All labels as a ``[N]`` long tensor."""
+        return torch.tensor(self.labels, dtype=torch.long)
+
+    def load(self, index: int) -> Tensor:
+        """Decode and resize image ``index`` to a ``uint8 [3, S, S]`` tensor (raises on an unreadable file)."""
+        image = self.resize(load_rgb(self.paths[index]))
+        return F.pil_to_tensor(image).contiguous()
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        if self.on_error == "raise":
+            return self.load(index), self.labels[index]
+        for offset in range(len(self.paths)):
+            current = (index + offset) % len(self.paths)
+            try:
+                return self.load(current), self.labels[current]
+            except UnreadableImageError as exc:
+                self.num_skipped += 1
+                warnings.warn(
+                    f"skipping unreadable image {exc.path!r} ({self.num_skipped} skipped in this process)",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+        raise RuntimeError(f"no readable image among the {len(self.paths)} files of this dataset")
+
+    def missing_files(self) -> list[str]:
+        """Paths that do not exist as regular files (cheap: one ``stat`` per file, no decoding)."""
+        return [path for path in self.paths if not os.path.isfile(path)]
+
+    def drop_unreadable(self, max_workers: int | None = None) -> list[str]:
+        """Decode every file once, remove the unreadable ones from the dataset and return their paths.
+
+        Decoding runs in a thread pool (PIL releases the GIL while decoding). This costs one full decode of the
+        dataset, so it is only worth it with ``on_error="skip"``.
+
+        Args:
+            max_workers: threads to use; default ``min(8, os.cpu_count())``.
+        """
+        workers = max_workers if max_workers is not None else min(8, os.cpu_count() or 1)
+        if workers < 1:
+            raise ValueError(f"max_workers must be >= 1, got {max_workers}")
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            readable = list(pool.map(_is_readable, self.paths))
+        dropped = [path for path, ok in zip(self.paths, readable, strict=True) if not ok]
+        if dropped:
+            kept = [i for i, ok in enumerate(readable) if ok]
+            self.paths = [self.paths[i] for i in kept]
+            self.labels = [self.labels[i] for i in kept]
+        return dropped
+
+
+#: ImageNet per-channel mean / std of ``[0, 1]`` RGB images (torchvision's; also used for Places-LT and iNaturalist).
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+#: split names, in the order :meth:`ImageFileDataModule.setup` builds them
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+_STAGE_SPLITS: dict[str | None, tuple[str, ...]] = {
+    "fit": ("train", "val"),
+    "validate": ("val",),
+    "test": ("test",),
+    "predict": ("test",),
+    None: SPLITS,
+}
+
+
+class ImageFileDataModule(LongTailDataModule):
+    """Base of the datamodules whose images are files on disk, decoded in DataLoader workers.
+
+    A subclass lists its images in ``__init__`` (no decoding) and calls :meth:`_set_image_lists`, which sets
+    ``image_lists`` and the class statistics from the training list. :meth:`setup` then builds one
+    :class:`ImageFileDataset` per split: the training one with the train pipeline (random resized crop + flip) when
+    ``augment`` is true, every other one with the evaluation pipeline (resize + centre crop). The device pipeline
+    only converts to float and normalises with ImageNet's mean / std (``crop_padding = 0``,
+    ``horizontal_flip = False``: the crop and the flip already happened in the workers).
+
+    Missing and unreadable files (checked in :meth:`setup`, per split built):
+
+    * ``on_error="raise"``: a missing file raises ``FileNotFoundError`` naming it and the number missing (one
+      ``stat`` per file, no decoding); a file that exists but cannot be decoded raises
+      :class:`UnreadableImageError` naming it when a worker reaches it.
+    * ``on_error="skip"``: every file is decoded once (:meth:`ImageFileDataset.drop_unreadable`), missing or
+      unreadable ones are dropped and reported in one ``RuntimeWarning`` per split with their count; the paths are
+      kept in ``skipped_files``. Dropping training images changes the class counts: ``class_counts`` and
+      ``train_labels`` are recomputed (a class left without images raises ``ValueError``) and the warning says that
+      a model built from the ``__init__`` counts (the CLI link) still holds the old ones. Under DDP every process
+      decodes every file once.
+
+    Args:
+        image_size: side of the square crops fed to the model.
+        resize_size: shorter side before the evaluation centre crop (default ``int(image_size / 0.875)``, 256 for
+            224).
+        on_error: ``"raise"`` or ``"skip"``.
+        batch_size, eval_batch_size, num_workers, seed, augment, pin_memory: see
+            :class:`~lt_lightning.data.base.LongTailDataModule`.
+
+    Attributes:
+        image_lists: ``{"train" | "val" | "test": (paths, labels)}``, set in ``__init__``.
+        skipped_files: ``{split: [path, ...]}`` of the files dropped with ``on_error="skip"``.
+    """
+
+    mean = IMAGENET_MEAN
+    std = IMAGENET_STD
+    crop_padding = 0
+    horizontal_flip = False
+
+    #: appended to "not found" errors: where the data comes from (subclasses override it)
+    how_to_get_data: str = ""
+
+    def __init__(
+        self,
+        image_size: int = 224,
+        resize_size: int | None = None,
+        on_error: str = "raise",
+        batch_size: int = 128,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+        augment: bool = True,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__(
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            num_workers=num_workers,
+            seed=seed,
+            augment=augment,
+            pin_memory=pin_memory,
+        )
+        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+            raise ValueError(f"image_size must be an integer >= 1, got {image_size!r}")
+        self.image_size = image_size
+        self.resize_size = default_resize_size(image_size, resize_size)
+        self.on_error = validate_on_error(on_error)
+        self.image_lists: dict[str, tuple[list[str], list[int]]] = {}
+        self.skipped_files: dict[str, list[str]] = {}
+
+    def _set_image_lists(
+        self,
+        lists: dict[str, tuple[list[str], list[int]]],
+        num_classes: int,
+        class_names: Sequence[str] | None,
+        origin: str,
+    ) -> None:
+        """Keep the ``train``/``val``/``test`` lists and set the class statistics from the training labels."""
+        missing = [split for split in SPLITS if split not in lists]
+        if missing:
+            raise ValueError(f"image lists for {missing} are missing (need {SPLITS})")
+        self.image_lists = {split: (list(lists[split][0]), list(lists[split][1])) for split in SPLITS}
+        self._set_class_info(self.image_lists["train"][1], num_classes, class_names, origin=origin)
+
+    def _not_found(self, message: str) -> FileNotFoundError:
+        hint = f"; {self.how_to_get_data}" if self.how_to_get_data else ""
+        return FileNotFoundError(message + hint)
+
+    def build_dataset(self, split: str) -> ImageFileDataset:
+        """The :class:`ImageFileDataset` of ``split`` (no file checks); train-time pipeline for an augmented train."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        paths, labels = self.image_lists[split]
+        return ImageFileDataset(
+            paths,
+            labels,
+            image_size=self.image_size,
+            train=split == "train" and self.augment,
+            on_error=self.on_error,
+            resize_size=self.resize_size,
+        )
+
+    def _checked_dataset(self, split: str) -> ImageFileDataset:
+        dataset = self.build_dataset(split)
+        if self.on_error == "raise":
+            missing = dataset.missing_files()
+            if missing:
+                raise self._not_found(
+                    f"{len(missing)} of the {len(dataset)} {split} images are missing, e.g. {missing[0]!r}"
+                    " (set on_error='skip' to train without them)"
+                )
+            return dataset
+        dropped = dataset.drop_unreadable()
+        self.skipped_files[split] = dropped
+        if not dropped:
+            return dataset
+        if len(dataset) == 0:
+            raise RuntimeError(f"none of the {len(dropped)} {split} images is readable, e.g. {dropped[0]!r}")
+        note = ""
+        if split == "train":
+            self._set_class_info(dataset.labels, self.num_classes, self.class_names, origin="readable training images")
+            note = (
+                "; class_counts and train_labels were recomputed without them (a model built from the earlier "
+                "class counts, e.g. through the CLI link, still holds those)"
+            )
+        shown = ", ".join(repr(p) for p in dropped[:3]) + (", ..." if len(dropped) > 3 else "")
+        warnings.warn(
+            f"skipped {len(dropped)} unreadable {split} image(s) of {len(dropped) + len(dataset)}: {shown}{note}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return dataset
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the datasets ``stage`` needs (fit: train + val; validate: val; test/predict: test; None: all)."""
+        if stage not in _STAGE_SPLITS:
+            raise ValueError(f"stage must be one of {[s for s in _STAGE_SPLITS if s]} or None, got {stage!r}")
+        for split in _STAGE_SPLITS[stage]:
+            attr = f"{split}_dataset"
+            if getattr(self, attr) is None:
+                setattr(self, attr, self._checked_dataset(split))

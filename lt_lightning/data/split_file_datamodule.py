@@ -1,0 +1,153 @@
+"""ImageNet-LT, Places-LT, iNaturalist 2018 and any dataset described by split files.
+
+Each split is a text file with one ``relative/path label`` per line (:func:`~lt_lightning.data.split_file.
+parse_split_file`), the format published with Liu et al., "Large-Scale Long-Tailed Recognition in an Open World"
+(OLTR, CVPR 2019). Published facts of the two benchmarks of the survey (Zhang et al., TPAMI 2023, Sec. 5):
+
+* ImageNet-LT: 1,000 classes, train 115,846 images (1,280 ... 5 per class), val 20,000, test 50,000;
+  many/medium/few-shot classes (> 100, 20-100, < 20 training images) = 385 / 479 / 136.
+* Places-LT: 365 classes, train 62,500 (4,980 ... 5), val 7,300, test 36,500; 131 / 163 / 71.
+
+``__init__`` parses the split files only (no image is opened), so ``num_classes``, ``class_counts`` and
+``class_names`` are known before the CLI builds the model. Images are decoded in DataLoader workers
+(:class:`~lt_lightning.data.image_files.ImageFileDataModule`).
+
+Validation: with a ``val_file`` (ImageNet-LT and Places-LT ship a balanced one) it is used as is. Without one,
+``val_per_class`` images of every class are held out of the *training* file (a seeded balanced hold-out with
+``split_seed``; ``class_counts`` are those of what remains), so that model selection never looks at the test
+file. Giving neither is an error; giving both is an error too (ambiguous). For iNaturalist 2018, whose
+published "val" file is the test set of the literature, pass it as ``test_file`` and set ``val_per_class``
+(iNaturalist's smallest class has 2 training images, so at most 1).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from lt_lightning.data._split import hold_out_per_class
+from lt_lightning.data.image_files import ImageFileDataModule
+from lt_lightning.data.split_file import parse_split_file
+
+HOW_TO_GET_SPLIT_DATA = (
+    "ImageNet-LT / Places-LT split files come with OLTR (https://github.com/zhmiao/OpenLongTailRecognition-OLTR, "
+    "README: 'Download the ImageNet_LT and Places_LT'), the images are ILSVRC-2012 (https://image-net.org) and "
+    "Places365-Standard (http://places2.csail.mit.edu); `root` is the folder the paths in the split files are "
+    "relative to"
+)
+
+
+class SplitFileDataModule(ImageFileDataModule):
+    """Images listed in split files (``relative/path label`` per line) under ``root``.
+
+    Args:
+        root: image root directory; every path in the split files is joined to it.
+        train_file: training split file; the class statistics come from it alone.
+        test_file: test split file (also used by ``predict``).
+        val_file: validation split file; if omitted, ``val_per_class`` must be ``> 0``.
+        val_per_class: without ``val_file``: images per class held out of the training file for validation.
+        num_classes: number of classes ``C`` (default: largest label over all given files + 1); a label
+            ``>= num_classes`` raises ``ValueError`` naming file and line.
+        class_names: ``C`` class names (default ``"0" .. "C-1"``).
+        image_size: side of the square crops (224 for the ImageNet recipe).
+        resize_size: shorter side before the evaluation centre crop (default ``int(image_size / 0.875)``: 256).
+        on_error: ``"raise"`` or ``"skip"`` for missing / unreadable images (see
+            :class:`~lt_lightning.data.image_files.ImageFileDataModule`).
+        split_seed: seed of the ``val_per_class`` hold-out (kept apart from ``seed`` so that runs with different
+            training seeds validate on the same images).
+        batch_size, eval_batch_size, num_workers, seed, augment, pin_memory: see
+            :class:`~lt_lightning.data.base.LongTailDataModule`.
+
+    Raises:
+        FileNotFoundError: ``root`` is not a directory or a split file does not exist (the message says how to get
+            the data).
+        ValueError: a malformed line or out-of-range label (file and line number), a class without training images,
+            neither or both of ``val_file`` / ``val_per_class``, a class with too few images for the hold-out.
+    """
+
+    how_to_get_data = HOW_TO_GET_SPLIT_DATA
+
+    def __init__(
+        self,
+        root: str,
+        train_file: str,
+        test_file: str,
+        val_file: str | None = None,
+        val_per_class: int = 0,
+        num_classes: int | None = None,
+        class_names: Sequence[str] | None = None,
+        image_size: int = 224,
+        resize_size: int | None = None,
+        on_error: str = "raise",
+        split_seed: int = 0,
+        batch_size: int = 128,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+        augment: bool = True,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__(
+            image_size=image_size,
+            resize_size=resize_size,
+            on_error=on_error,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            num_workers=num_workers,
+            seed=seed,
+            augment=augment,
+            pin_memory=pin_memory,
+        )
+        if isinstance(val_per_class, bool) or not isinstance(val_per_class, int) or val_per_class < 0:
+            raise ValueError(f"val_per_class must be an integer >= 0, got {val_per_class!r}")
+        if val_file is not None and val_per_class > 0:
+            raise ValueError(f"give either val_file ({val_file!r}) or val_per_class ({val_per_class}) > 0, not both")
+        if val_file is None and val_per_class == 0:
+            raise ValueError(
+                "no validation split: give val_file, or val_per_class > 0 to hold images out of the training file "
+                "(the test file is never used for validation)"
+            )
+        self.root = os.fspath(root)
+        self.train_file = os.fspath(train_file)
+        self.test_file = os.fspath(test_file)
+        self.val_file = None if val_file is None else os.fspath(val_file)
+        self.val_per_class = val_per_class
+        self.split_seed = split_seed
+        if not os.path.isdir(self.root):
+            raise self._not_found(f"image root directory {self.root!r} not found")
+
+        files = {"train": self.train_file, "test": self.test_file}
+        if self.val_file is not None:
+            files["val"] = self.val_file
+        for split, path in files.items():
+            if not os.path.isfile(path):
+                raise self._not_found(f"{split} split file {path!r} not found")
+        parsed = {split: parse_split_file(path, self.root, num_classes) for split, path in files.items()}
+        if num_classes is None:
+            num_classes = 1 + max((max(labels) for _, labels in parsed.values() if labels), default=-1)
+            if num_classes == 0:
+                raise ValueError(f"train split file {self.train_file!r} lists no image")
+
+        if self.val_file is None:
+            paths, labels = parsed["train"]
+            sizes = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
+            if sizes.min() <= val_per_class:
+                c = int(np.argmin(sizes))
+                raise ValueError(
+                    f"val_per_class={val_per_class} leaves class {c} without training images: it has {int(sizes[c])} "
+                    f"in {self.train_file!r}; lower val_per_class or give val_file"
+                )
+            val_idx, train_idx = hold_out_per_class(labels, [val_per_class], num_classes, split_seed)
+            parsed["val"] = _take(paths, labels, val_idx)
+            parsed["train"] = _take(paths, labels, train_idx)
+
+        self._set_image_lists(parsed, num_classes, class_names, origin=f"train split file {self.train_file!r}")
+
+
+def _take(paths: list[str], labels: list[int], index: np.ndarray) -> tuple[list[str], list[int]]:
+    return [paths[i] for i in index], [labels[i] for i in index]
+
+
+__all__ = ["HOW_TO_GET_SPLIT_DATA", "SplitFileDataModule"]

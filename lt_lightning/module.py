@@ -1,0 +1,170 @@
+"""``LongTailModule``: the one LightningModule every long-tailed method plugs into.
+
+A method is a combination of parts, never a subclass of this module:
+
+* ``backbone`` (:class:`~lt_lightning.backbones.base.Backbone`): images → features ``[B, D]``;
+* ``classifier`` (a head, built as ``classifier(D, C)``): features → logits, or a full
+  :class:`~lt_lightning.output.ModelOutput` for multi-expert heads;
+* ``criterion`` (:class:`~lt_lightning.losses.base.LongTailLoss`): ``(ModelOutput, target) → loss``;
+* ``optimizer`` / ``lr_scheduler``: callables built over the parameters that require grad, so a later stage that
+  freezes the backbone builds its optimizer over the head only.
+
+``class_counts`` (the training counts, linked from the datamodule by the CLI) is a registered buffer and the single
+path by which losses, heads, metrics and callbacks learn the class prior: every
+:class:`~lt_lightning.prior.ClassPriorAware` part is told the counts when the module is built and whenever
+:meth:`LongTailModule.set_class_counts` replaces them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+
+from lt_lightning.backbones.base import Backbone
+from lt_lightning.heads.linear import LinearHead
+from lt_lightning.losses.cross_entropy import CrossEntropyLoss
+from lt_lightning.metrics import LongTailAccuracy
+from lt_lightning.output import ModelOutput, as_output
+from lt_lightning.prior import broadcast_class_counts, validate_class_counts
+
+HeadCallable = Callable[[int, int], nn.Module]
+
+
+def ldam_drw_sgd(params: Any) -> torch.optim.Optimizer:
+    """SGD of the LDAM-DRW CIFAR recipe: lr 0.1, momentum 0.9, weight decay 2e-4."""
+    return torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=2e-4)
+
+
+class LongTailModule(LightningModule):
+    """Backbone + classifier head + criterion, with long-tailed metrics.
+
+    Args:
+        backbone: feature extractor with ``num_features``.
+        num_classes: number of classes ``C`` (linked from ``data.num_classes`` by the CLI).
+        class_counts: training images per class, length ``C`` (linked from ``data.class_counts``).
+        classifier: head factory called as ``classifier(backbone.num_features, num_classes)``; default linear.
+        criterion: loss reading a :class:`ModelOutput`; default softmax cross-entropy.
+        optimizer: optimizer factory over the trainable parameters; default :func:`ldam_drw_sgd`.
+        lr_scheduler: optional scheduler factory (e.g. :class:`lt_lightning.optim.WarmupMultiStepLR`).
+        lr_scheduler_interval: ``"epoch"`` or ``"step"``.
+        many_threshold: classes with more than this many training images are "many-shot".
+        few_threshold: classes with fewer than this many training images are "few-shot".
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        num_classes: int,
+        class_counts: Sequence[int],
+        classifier: HeadCallable = LinearHead,
+        criterion: nn.Module | None = None,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        lr_scheduler_interval: str = "epoch",
+        many_threshold: int = 100,
+        few_threshold: int = 20,
+    ) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if lr_scheduler_interval not in ("epoch", "step"):
+            raise ValueError(f"lr_scheduler_interval must be 'epoch' or 'step', got {lr_scheduler_interval!r}")
+        num_features = getattr(backbone, "num_features", None)
+        if not isinstance(num_features, int) or num_features <= 0:
+            raise ValueError(
+                f"backbone {type(backbone).__name__} must declare a positive int `num_features`, got {num_features!r}"
+            )
+        with warnings.catch_warnings():
+            # Modules given from Python are pickled into hparams on purpose: ``load_from_checkpoint(path,
+            # weights_only=False)`` rebuilds them. Models built by the CLI save their YAML config instead, so their
+            # checkpoints load with the default ``weights_only=True``.
+            warnings.filterwarnings("ignore", message=r".*is an instance of `nn.Module`")
+            self.save_hyperparameters()
+        self.num_classes = num_classes
+        self.backbone = backbone
+        self.classifier = classifier(num_features, num_classes)
+        self.criterion = criterion if criterion is not None else CrossEntropyLoss()
+        self.optimizer_factory = optimizer if optimizer is not None else ldam_drw_sgd
+        self.lr_scheduler_factory = lr_scheduler
+        self.lr_scheduler_interval = lr_scheduler_interval
+        counts = validate_class_counts(class_counts, num_classes)
+        self.register_buffer("class_counts", counts)
+        self.val_metric = LongTailAccuracy(num_classes, counts, many_threshold, few_threshold)
+        self.test_metric = LongTailAccuracy(num_classes, counts, many_threshold, few_threshold)
+        self.last_val_results: dict[str, Tensor] = {}
+        self.last_test_results: dict[str, Tensor] = {}
+        broadcast_class_counts(self, self.class_counts)
+
+    # ------------------------------------------------------------------ class prior
+    def set_class_counts(self, class_counts: Sequence[int] | Tensor) -> None:
+        """Replace the training counts and tell every class-prior-aware part (losses, heads, metrics)."""
+        counts = validate_class_counts(class_counts, self.num_classes).to(self.class_counts.device)
+        self.class_counts.copy_(counts)
+        broadcast_class_counts(self, self.class_counts)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        counts = checkpoint.get("state_dict", {}).get("class_counts")
+        if counts is not None:
+            broadcast_class_counts(self, counts.to(self.class_counts.device, torch.float32))
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: Tensor) -> ModelOutput:
+        features = self.backbone(x)
+        return as_output(self.classifier(features), features)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        output = self(x)
+        loss = self.criterion(output, y)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, batch_size=x.shape[0])
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        x, y = batch
+        self.val_metric.update(self(x).logits, y)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        x, y = batch
+        self.test_metric.update(self(x).logits, y)
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self(x).logits.softmax(dim=-1)
+
+    # ------------------------------------------------------------------ metrics
+    def _log_results(self, stage: str, results: dict[str, Tensor]) -> None:
+        scalars = {f"{stage}/{k}": v for k, v in results.items() if v.ndim == 0}
+        # Values come from a metric whose states are already summed over processes: identical on every rank.
+        self.log_dict(scalars, sync_dist=False, rank_zero_only=False)
+
+    def on_validation_epoch_end(self) -> None:
+        self.last_val_results = self.val_metric.compute()
+        self.val_metric.reset()
+        self._log_results("val", self.last_val_results)
+
+    def on_test_epoch_end(self) -> None:
+        self.last_test_results = self.test_metric.compute()
+        self.test_metric.reset()
+        self._log_results("test", self.last_test_results)
+
+    # ------------------------------------------------------------------ optimisation
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters that require grad (a frozen backbone's are left out)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def configure_optimizers(self) -> Any:
+        params = self.trainable_parameters()
+        if not params:
+            raise ValueError("no parameter requires grad: nothing to optimise")
+        optimizer = self.optimizer_factory(params)
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        scheduler = self.lr_scheduler_factory(optimizer)
+        scheduler_config = {"scheduler": scheduler, "interval": self.lr_scheduler_interval}
+        return {"optimizer": optimizer, "lr_scheduler": scheduler_config}
