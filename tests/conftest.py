@@ -1,0 +1,88 @@
+"""Shared fixtures: a generated CIFAR-10 root (from ``../shared/data``) and a plain copy of LDAM-DRW's selection."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+#: ``<repo>/../shared/data`` -- the offline CIFAR-10 re-encoding and its unpacker (absent on some machines)
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+MAKE_CIFAR10 = SHARED_DATA / "make_cifar10.py"
+
+
+def ldam_reference_selection(targets: list[int] | np.ndarray, img_num_per_cls: list[int], rand_number: int = 0):
+    """LDAM-DRW's ``IMBALANCECIFAR10.gen_imbalanced_data`` (kaidic/LDAM-DRW ``imbalance_cifar.py``), copied plainly.
+
+    Uses the GLOBAL numpy generator exactly as their code does (``np.random.seed(rand_number)`` in ``__init__``,
+    then ``np.random.shuffle`` per class). Returns ``(selected indices in their order, {class: n_selected},
+    {class: the rest of its shuffled indices})`` -- the third item is the only addition to their loop. The global
+    numpy state is restored afterwards so other tests are not affected.
+    """
+    state = np.random.get_state()
+    try:
+        np.random.seed(rand_number)
+        new_index = []
+        targets_np = np.array(targets, dtype=np.int64)
+        classes = np.unique(targets_np)
+        num_per_cls_dict = dict()
+        rest = {}
+        for the_class, the_img_num in zip(classes, img_num_per_cls, strict=False):
+            num_per_cls_dict[the_class] = the_img_num
+            idx = np.where(targets_np == the_class)[0]
+            np.random.shuffle(idx)
+            selec_idx = idx[:the_img_num]
+            new_index.append(selec_idx)
+            rest[int(the_class)] = idx[the_img_num:]
+        return np.concatenate(new_index), num_per_cls_dict, rest
+    finally:
+        np.random.set_state(state)
+
+
+def ldam_reference_counts(cls_num: int, img_max: int, imb_type: str, imb_factor: float) -> list[int]:
+    """LDAM-DRW's ``get_img_num_per_cls``, copied plainly (``imb_factor = 1 / rho``)."""
+    img_num_per_cls = []
+    if imb_type == "exp":
+        for cls_idx in range(cls_num):
+            num = img_max * (imb_factor ** (cls_idx / (cls_num - 1.0)))
+            img_num_per_cls.append(int(num))
+    elif imb_type == "step":
+        for _cls_idx in range(cls_num // 2):
+            img_num_per_cls.append(int(img_max))
+        for _cls_idx in range(cls_num // 2):
+            img_num_per_cls.append(int(img_max * imb_factor))
+    else:
+        img_num_per_cls.extend([int(img_max)] * cls_num)
+    return img_num_per_cls
+
+
+@pytest.fixture(scope="session")
+def ldam_selection():
+    """:func:`ldam_reference_selection` (LDAM-DRW's ``gen_imbalanced_data`` loop) for tests to call."""
+    return ldam_reference_selection
+
+
+@pytest.fixture(scope="session")
+def ldam_counts():
+    """:func:`ldam_reference_counts` (LDAM-DRW's ``get_img_num_per_cls``) for tests to call."""
+    return ldam_reference_counts
+
+
+@pytest.fixture(scope="session")
+def cifar10_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CIFAR-10 root (``ROOT/cifar-10-batches-py``) written once per session by ``make_cifar10.py`` (~10 s).
+
+    Skips the test when ``../shared/data/make_cifar10.py`` (or its archive) is not on this machine.
+    """
+    if not MAKE_CIFAR10.is_file() or not (SHARED_DATA / "cifar10-jpeg.tar.gz").is_file():
+        pytest.skip(f"{MAKE_CIFAR10} (and cifar10-jpeg.tar.gz beside it) not found: no offline CIFAR-10 here")
+    root = tmp_path_factory.mktemp("cifar10")
+    result = subprocess.run(
+        [sys.executable, str(MAKE_CIFAR10), str(root)], capture_output=True, text=True, timeout=600, check=False
+    )
+    if result.returncode != 0:
+        pytest.fail(f"{MAKE_CIFAR10} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return root
