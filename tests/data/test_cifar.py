@@ -17,6 +17,7 @@ import torch
 
 from lt_lightning.data.cifar import CIFAR10LTDataModule, CIFAR100LTDataModule, read_cifar
 from lt_lightning.data.profiles import long_tail_counts
+from tests.cifar_files import write_tiny_cifar100
 
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -158,36 +159,10 @@ def test_cifar10_bad_imbalance_ratio(cifar10_root, rho) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- CIFAR-100 (tiny)
-def _write_cifar100(root: Path, train_per_class: int = 20, test_per_class: int = 3, seed: int = 0) -> dict:
-    """Write ``root/cifar-100-python/{train,test,meta}`` of the original layout with random pixels."""
-    rng = np.random.RandomState(seed)
-    base = root / "cifar-100-python"
-    base.mkdir(parents=True)
-    out = {}
-    for split, per_class in (("train", train_per_class), ("test", test_per_class)):
-        fine = rng.permutation(np.repeat(np.arange(100), per_class))
-        data = rng.randint(0, 256, size=(fine.size, 3072)).astype(np.uint8)
-        entry = {
-            "filenames": [f"img_{i}.png" for i in range(fine.size)],
-            "batch_label": f"{split}ing batch 1 of 1",
-            "fine_labels": fine.tolist(),
-            "coarse_labels": (fine // 5).tolist(),
-            "data": data,
-        }
-        with open(base / split, "wb") as f:
-            pickle.dump(entry, f)
-        out[split] = (data.reshape(-1, 3, 32, 32), fine.astype(np.int64))
-    names = [f"fine_{c:02d}" for c in range(100)]
-    with open(base / "meta", "wb") as f:
-        pickle.dump({"fine_label_names": names, "coarse_label_names": [f"coarse_{c}" for c in range(20)]}, f)
-    out["names"] = names
-    return out
-
-
 @pytest.fixture(scope="module")
 def tiny100(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("cifar100")
-    return root, _write_cifar100(root)
+    return root, write_tiny_cifar100(root)
 
 
 @pytest.mark.parametrize(("rho", "profile"), [(10, "exp"), (20, "exp"), (4, "step"), (1, "exp")])

@@ -1,0 +1,127 @@
+"""Every YAML under configs/ runs through the real CLI (`fast_dev_run`) on tiny data.
+
+Stand-alone configs (``quickstart.yaml``, ``experiments/**``) run as they are; fragments (``data/``, ``model/``,
+``trainer/``, ``budget/``) run in the compositions listed in :data:`COMPOSITIONS`. A new YAML that is neither
+stand-alone nor in a composition fails :func:`test_every_config_is_exercised`. Each experiment file declares the
+fragments it is made of in its second line; :func:`test_experiment_equals_its_fragments` checks both parse the same.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lt_lightning.cli import main
+from tests.cifar_files import write_tiny_cifar100
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+STANDALONE = sorted([CONFIGS / "quickstart.yaml", *(CONFIGS / "experiments").rglob("*.yaml")])
+COMPOSITIONS: list[tuple[str, ...]] = [
+    ("trainer/digits_30ep.yaml", "data/digits_lt.yaml", "model/ce_resnet32_digits.yaml"),
+    ("trainer/cifar_200ep.yaml", "data/cifar10_lt.yaml", "model/ce_resnet32.yaml"),
+    ("trainer/cifar_200ep.yaml", "data/cifar100_lt.yaml", "model/ce_resnet32.yaml"),
+    ("experiments/cifar10_lt/ce.yaml", "budget/ldam_drw_20ep.yaml"),
+    ("trainer/imagenet_90ep.yaml", "data/imagenet_lt.yaml", "model/ce_resnext50.yaml"),
+    ("trainer/imagenet_90ep.yaml", "data/places_lt.yaml", "model/ce_resnext50.yaml"),
+]
+FAST = ["--trainer.fast_dev_run", "true", "--trainer.enable_progress_bar", "false", "--trainer.accelerator", "cpu"]
+
+
+def _rel(path: Path) -> str:
+    return path.relative_to(CONFIGS).as_posix()
+
+
+def _data_class(files: list[Path]) -> str:
+    text = "\n".join(f.read_text() for f in files)
+    found = re.findall(r"class_path:\s*(lt_lightning\.data\.[\w.]+)", text)
+    return found[-1] if found else ""
+
+
+@pytest.fixture(scope="module")
+def tiny_split_tree(tmp_path_factory) -> Path:
+    """3 classes of 16x16 JPEGs with ImageNet-LT-style split files (``train/<wnid>/<name>.JPEG label``)."""
+    root = tmp_path_factory.mktemp("split_tree")
+    rng = np.random.RandomState(0)
+    lines: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    for split, per_class in (("train", [6, 3, 2]), ("val", [1, 1, 1]), ("test", [2, 2, 2])):
+        for c, n in enumerate(per_class):
+            folder = root / split / f"n0000000{c}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.fromarray(rng.randint(0, 256, (16, 16, 3), dtype=np.uint8)).save(folder / f"{c}_{i}.JPEG")
+                lines[split].append(f"{split}/n0000000{c}/{c}_{i}.JPEG {c}")
+    for split, rows in lines.items():
+        (root / f"{split}.txt").write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_cifar100(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cifar100_configs")
+    write_tiny_cifar100(root, train_per_class=100, test_per_class=1)
+    return root
+
+
+def _data_overrides(data_class: str, request) -> list[str]:
+    if data_class.endswith("CIFAR10LTDataModule"):
+        return ["--data.init_args.root", str(request.getfixturevalue("cifar10_root"))]
+    if data_class.endswith("CIFAR100LTDataModule"):
+        root = request.getfixturevalue("tiny_cifar100")
+        return ["--data.init_args.root", str(root), "--data.init_args.val_per_class", "1"]
+    if data_class.endswith("SplitFileDataModule"):
+        root = request.getfixturevalue("tiny_split_tree")
+        args = {"root": root, "train_file": root / "train.txt", "val_file": root / "val.txt"}
+        args |= {"test_file": root / "test.txt", "num_classes": 3, "image_size": 16, "resize_size": 18}
+        args |= {"batch_size": 4, "num_workers": 0}
+        return [x for k, v in args.items() for x in (f"--data.init_args.{k}", str(v))]
+    return []
+
+
+def _run(files: list[Path], request, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = [x for f in files for x in ("-c", str(f))]
+    cli = main(["fit", *args, *FAST, *_data_overrides(_data_class(files), request)])
+    assert cli.trainer.state.finished
+    assert cli.model.class_counts.tolist() == cli.datamodule.class_counts
+    assert "val/acc" in cli.trainer.callback_metrics
+
+
+@pytest.mark.parametrize("config", STANDALONE, ids=_rel)
+def test_standalone_config_runs(config: Path, request, tmp_path, monkeypatch) -> None:
+    _run([config], request, tmp_path, monkeypatch)
+
+
+@pytest.mark.parametrize("files", COMPOSITIONS, ids=lambda fs: "+".join(Path(f).stem for f in fs))
+def test_composed_fragments_run(files: tuple[str, ...], request, tmp_path, monkeypatch) -> None:
+    _run([CONFIGS / f for f in files], request, tmp_path, monkeypatch)
+
+
+def test_every_config_is_exercised() -> None:
+    covered = {_rel(p) for p in STANDALONE} | {f for files in COMPOSITIONS for f in files}
+    missing = sorted(_rel(p) for p in CONFIGS.rglob("*.yaml") if _rel(p) not in covered)
+    assert not missing, f"configs not run by any test (add them to COMPOSITIONS): {missing}"
+
+
+def _printed_config(args: list[str], capsys) -> str:
+    with pytest.raises(SystemExit):
+        main(["fit", *args, "--print_config"])
+    return capsys.readouterr().out
+
+
+EXPERIMENTS = sorted(p for p in (CONFIGS / "experiments").rglob("*.yaml") if "-c configs/" in p.read_text())
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS, ids=_rel)
+def test_experiment_equals_its_fragments(experiment: Path, capsys) -> None:
+    """The experiment file and the fragments its header names give the same parsed configuration."""
+    header = next(line for line in experiment.read_text().splitlines() if "-c configs/" in line)
+    fragments = re.findall(r"-c configs/(\S+)", header)
+    assert fragments, header
+    whole = _printed_config(["-c", str(experiment)], capsys)
+    composed = _printed_config([x for f in fragments for x in ("-c", str(CONFIGS / f))], capsys)
+    assert whole == composed
