@@ -1,0 +1,55 @@
+"""A callback for DDP tests: each rank writes what it evaluated, and the synced metric, to ``rank<R>.json``.
+
+Used by tests/test_ddp.py through the real CLI (``--trainer.callbacks+=tests.ddp_probe.EvalCountsProbe``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+
+class EvalCountsProbe(Callback):
+    """Record, per rank, a fingerprint and the label of every test image seen, local per-class correct/total
+    counts, and the module's synced ``last_test_results``; write them as JSON in ``on_test_end``."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = out_dir
+        self.images: list[str] = []
+        self.labels: list[int] = []
+        self.correct: torch.Tensor | None = None
+
+    def on_test_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        x, y = batch
+        with torch.no_grad():
+            hit = pl_module(x).logits.argmax(dim=1) == y
+        c = pl_module.num_classes
+        local = torch.bincount(y[hit], minlength=c)
+        self.correct = local if self.correct is None else self.correct + local
+        self.images += [hashlib.sha1(img.cpu().numpy().tobytes()).hexdigest() for img in x]
+        self.labels += y.tolist()
+
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        results = pl_module.last_test_results
+        c = pl_module.num_classes
+        record = {
+            "rank": trainer.global_rank,
+            "world_size": trainer.world_size,
+            "images": self.images,
+            "labels": self.labels,
+            "local_total": torch.bincount(torch.tensor(self.labels, dtype=torch.long), minlength=c).tolist(),
+            "local_correct": (self.correct if self.correct is not None else torch.zeros(c, dtype=torch.long)).tolist(),
+            "total": results["total"].tolist(),
+            "correct": results["correct"].tolist(),
+            "logged": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")},
+        }
+        out = Path(self.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))

@@ -1,0 +1,69 @@
+"""DDP through the real CLI with 2 CPU processes (gloo), as ../shared/PITFALLS.md prescribes: subprocesses of
+``python -m lt_lightning``, each rank writing JSON, assertions on the files.
+
+The evaluation metric is exact under DDP: the unpadded sampler gives every test image to exactly one rank, and the
+per-class correct/total sums equal a single-process run on the same checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+QUICKSTART = REPO / "configs" / "quickstart.yaml"
+PROBE = "tests.ddp_probe.EvalCountsProbe"
+
+pytestmark = pytest.mark.ddp
+
+
+def _cli(args: list[str], cwd: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "lt_lightning", *args, "--trainer.enable_progress_bar", "false"]
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{' '.join(cmd)}\n--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-6000:]}"
+
+
+def _ddp(devices: int) -> list[str]:
+    return ["--trainer.accelerator", "cpu", "--trainer.devices", str(devices), "--trainer.strategy", "ddp"]
+
+
+def test_ddp_fit_and_exact_test_metric_equal_one_process(tmp_path: Path) -> None:
+    # 1) a short 2-process fit (sharded train sampler, synced validation) writes the checkpoint
+    fit = ["fit", "-c", str(QUICKSTART), "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3"]
+    _cli([*fit, *_ddp(2)], tmp_path)
+    ckpt = tmp_path / "logs" / "quickstart" / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file()
+
+    # 2) test it with 2 processes and with 1, each rank writing what it saw
+    def test_run(devices: int) -> list[dict]:
+        out = tmp_path / f"probe{devices}"
+        strategy = _ddp(devices) if devices > 1 else ["--trainer.accelerator", "cpu", "--trainer.devices", "1"]
+        probe = ["--trainer.callbacks+=" + PROBE, "--trainer.callbacks.out_dir", str(out)]
+        _cli(["test", "-c", str(QUICKSTART), "--ckpt_path", str(ckpt), *strategy, *probe], tmp_path)
+        return [json.loads((out / f"rank{r}.json").read_text()) for r in range(devices)]
+
+    two, one = test_run(2), test_run(1)[0]
+    assert [r["world_size"] for r in two] == [2, 2] and one["world_size"] == 1
+
+    # every test image evaluated exactly once across ranks: disjoint shards whose union is the whole test set
+    a, b = (set(r["images"]) for r in two)
+    assert not a & b
+    assert sorted(two[0]["images"] + two[1]["images"]) == sorted(one["images"])
+    assert len(one["images"]) == 400  # Digits-LT: 40 test images per class
+
+    # per-rank counts sum to the single-process counts, and the synced metric states equal them on every rank
+    local_total = [x + y for x, y in zip(two[0]["local_total"], two[1]["local_total"], strict=True)]
+    local_correct = [x + y for x, y in zip(two[0]["local_correct"], two[1]["local_correct"], strict=True)]
+    assert local_total == one["total"] == one["local_total"] == [40] * 10
+    assert local_correct == one["correct"] == one["local_correct"]
+    for rank in two:
+        assert rank["total"] == one["total"]
+        assert rank["correct"] == one["correct"]
+        for key in ("test/acc", "test/acc_balanced", "test/acc_many", "test/acc_medium", "test/acc_few"):
+            assert rank["logged"][key] == pytest.approx(one["logged"][key], abs=1e-6)
