@@ -63,7 +63,9 @@ def test_cli_checkpoint_loads_with_defaults_and_predicts_the_same(quickstart_fit
 
 def test_class_prior_is_linked_from_the_datamodule(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    cli = main(["fit", "-c", str(QUICKSTART), "--data.init_args.imbalance_ratio", "5", "--trainer.fast_dev_run", "true"])
+    cli = main(
+        ["fit", "-c", str(QUICKSTART), "--data.init_args.imbalance_ratio", "5", "--trainer.fast_dev_run", "true"]
+    )
     assert cli.model.class_counts.tolist() == cli.datamodule.class_counts
     assert cli.datamodule.class_counts[0] / cli.datamodule.class_counts[-1] == pytest.approx(5, rel=0.1)
 
@@ -87,7 +89,17 @@ def test_missing_cifar_root_names_the_path_and_how_to_get_it(tmp_path, monkeypat
     config = REPO / "configs" / "experiments" / "cifar10_lt" / "ce.yaml"
     # jsonargparse re-raises instantiation errors as ValueError with the original message inside
     with pytest.raises((FileNotFoundError, ValueError), match=r"cifar-10-batches-py.*(download|make_cifar10)"):
-        main(["fit", "-c", str(config), "--data.init_args.root", str(tmp_path / "nowhere"), "--trainer.fast_dev_run", "1"])
+        main(
+            [
+                "fit",
+                "-c",
+                str(config),
+                "--data.init_args.root",
+                str(tmp_path / "nowhere"),
+                "--trainer.fast_dev_run",
+                "1",
+            ]
+        )
 
 
 def test_module_entry_point_and_console_script_show_help() -> None:
