@@ -28,6 +28,7 @@ COMPOSITIONS: list[tuple[str, ...]] = [
     ("experiments/cifar10_lt/ce.yaml", "budget/ldam_drw_10ep.yaml"),
     ("trainer/imagenet_90ep.yaml", "data/imagenet_lt.yaml", "model/ce_resnext50.yaml"),
     ("trainer/imagenet_90ep.yaml", "data/places_lt.yaml", "model/ce_resnext50.yaml"),
+    ("trainer/digits_30ep.yaml", "data/folder_lt.yaml", "model/ce_resnet32.yaml"),
 ]
 FAST = ["--trainer.fast_dev_run", "true", "--trainer.enable_progress_bar", "false", "--trainer.accelerator", "cpu"]
 
@@ -61,6 +62,19 @@ def tiny_split_tree(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def tiny_folder_tree(tmp_path_factory) -> Path:
+    """``root/train/<class>/*.png``: 3 classes of 16x16 images, 40 / 35 / 32 per class, no val/ or test/."""
+    root = tmp_path_factory.mktemp("folder_tree")
+    rng = np.random.RandomState(1)
+    for c, n in enumerate([40, 35, 32]):
+        folder = root / "train" / f"class_{c}"
+        folder.mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.randint(0, 256, (16, 16, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
 def tiny_cifar100(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("cifar100_configs")
     write_tiny_cifar100(root, train_per_class=100, test_per_class=1)
@@ -78,6 +92,10 @@ def _data_overrides(data_class: str, request) -> list[str]:
         args = {"root": root, "train_file": root / "train.txt", "val_file": root / "val.txt"}
         args |= {"test_file": root / "test.txt", "num_classes": 3, "image_size": 16, "resize_size": 18}
         args |= {"batch_size": 4, "num_workers": 0}
+        return [x for k, v in args.items() for x in (f"--data.init_args.{k}", str(v))]
+    if data_class.endswith("ImageFolderLTDataModule"):
+        root = request.getfixturevalue("tiny_folder_tree")
+        args = {"root": root, "imbalance_ratio": 2.0, "image_size": 16, "resize_size": 18, "num_workers": 0}
         return [x for k, v in args.items() for x in (f"--data.init_args.{k}", str(v))]
     return []
 
