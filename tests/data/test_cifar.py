@@ -186,6 +186,25 @@ def test_cifar100_counts_and_indices_equal_ldam(tiny100, ldam_counts, ldam_selec
     assert torch.equal(dm.train_dataset.images, torch.from_numpy(raw["train"][0][selected]))
 
 
+@pytest.fixture(scope="module")
+def cifar100_100_per_class(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """A generated CIFAR-100 with 100 training images per class: deep enough for rho = 100 (tail class 1 image)."""
+    root = tmp_path_factory.mktemp("cifar100_100")
+    return root, write_tiny_cifar100(root, train_per_class=100, test_per_class=1)
+
+
+@pytest.mark.parametrize("profile", ["exp", "step"])
+@pytest.mark.parametrize("rho", [10, 50, 100])
+def test_cifar100_issue_ratios_equal_ldam(cifar100_100_per_class, ldam_counts, ldam_selection, rho, profile) -> None:
+    """The issue's ratios rho in {10, 50, 100}, both profiles, against LDAM-DRW's loop (n_max = 10000 / 100)."""
+    root, raw = cifar100_100_per_class
+    dm, _ = _build(CIFAR100LTDataModule, root=str(root), imbalance_ratio=rho, profile=profile, val_per_class=0)
+    counts = ldam_counts(100, 100, profile, 1.0 / rho)
+    assert dm.class_counts == counts and counts[-1] == int(100 / rho)
+    selected, _, _ = ldam_selection(raw["train"][1], counts, rand_number=0)
+    np.testing.assert_array_equal(dm.train_index, selected)
+
+
 def test_cifar100_default_val_and_holdout(tiny100, ldam_selection) -> None:
     root, raw = tiny100
     _, labels = raw["train"]
