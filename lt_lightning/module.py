@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from lt_lightning.backbones.base import Backbone
 from lt_lightning.heads.linear import LinearHead
+from lt_lightning.losses._checks import check_finite_loss
 from lt_lightning.losses.cross_entropy import CrossEntropyLoss
 from lt_lightning.metrics import LongTailAccuracy
 from lt_lightning.output import ModelOutput, as_output
@@ -55,6 +56,9 @@ class LongTailModule(LightningModule):
         lr_scheduler_interval: ``"epoch"`` or ``"step"``.
         many_threshold: classes with more than this many training images are "many-shot".
         few_threshold: classes with fewer than this many training images are "few-shot".
+        finite_check_every_n_steps: stop with ``FloatingPointError`` naming the step and the batch's classes when the
+            training loss is NaN or inf, checked every ``n`` steps (``0``: never). Each check is one host-device
+            sync: raise ``n`` on GPUs where that matters.
     """
 
     def __init__(
@@ -69,10 +73,13 @@ class LongTailModule(LightningModule):
         lr_scheduler_interval: str = "epoch",
         many_threshold: int = 100,
         few_threshold: int = 20,
+        finite_check_every_n_steps: int = 1,
     ) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if isinstance(finite_check_every_n_steps, bool) or finite_check_every_n_steps < 0:
+            raise ValueError(f"finite_check_every_n_steps must be an integer >= 0, got {finite_check_every_n_steps!r}")
         if lr_scheduler_interval not in ("epoch", "step"):
             raise ValueError(f"lr_scheduler_interval must be 'epoch' or 'step', got {lr_scheduler_interval!r}")
         num_features = getattr(backbone, "num_features", None)
@@ -93,6 +100,7 @@ class LongTailModule(LightningModule):
         self.optimizer_factory = optimizer if optimizer is not None else ldam_drw_sgd
         self.lr_scheduler_factory = lr_scheduler
         self.lr_scheduler_interval = lr_scheduler_interval
+        self.finite_check_every_n_steps = finite_check_every_n_steps
         counts = validate_class_counts(class_counts, num_classes)
         self.register_buffer("class_counts", counts)
         self.val_metric = LongTailAccuracy(num_classes, counts, many_threshold, few_threshold)
@@ -122,6 +130,9 @@ class LongTailModule(LightningModule):
         x, y = batch
         output = self(x)
         loss = self.criterion(output, y)
+        n = self.finite_check_every_n_steps
+        if n and self.global_step % n == 0:
+            check_finite_loss(loss, self.global_step, y)
         self.log("train/loss", loss, on_step=True, on_epoch=True, batch_size=x.shape[0])
         return loss
 

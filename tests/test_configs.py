@@ -26,6 +26,7 @@ COMPOSITIONS: list[tuple[str, ...]] = [
     ("trainer/cifar_200ep.yaml", "data/cifar10_lt.yaml", "model/ce_resnet32.yaml"),
     ("trainer/cifar_200ep.yaml", "data/cifar100_lt.yaml", "model/ce_resnet32.yaml"),
     ("experiments/cifar10_lt/ce.yaml", "budget/ldam_drw_10ep.yaml"),
+    ("experiments/cifar10_lt/ce.yaml", "budget/ldam_drw_40ep.yaml"),
     ("trainer/imagenet_90ep.yaml", "data/imagenet_lt.yaml", "model/ce_resnext50.yaml"),
     ("trainer/imagenet_90ep.yaml", "data/places_lt.yaml", "model/ce_resnext50.yaml"),
     ("trainer/digits_30ep.yaml", "data/folder_lt.yaml", "model/ce_resnet32.yaml"),

@@ -1,6 +1,30 @@
-"""Criteria: each a pure function plus a thin ``nn.Module`` reading a :class:`ModelOutput`."""
+"""Criteria: ``loss(output: ModelOutput, target) -> scalar``, each a pure function plus a thin ``nn.Module``."""
 
+from lt_lightning.losses._checks import check_finite_loss
 from lt_lightning.losses.base import LongTailLoss
+from lt_lightning.losses.class_balanced import ClassBalancedLoss, class_balanced_loss, sigmoid_focal_loss
 from lt_lightning.losses.cross_entropy import CrossEntropyLoss, cross_entropy
+from lt_lightning.losses.focal import FocalLoss, focal_loss
+from lt_lightning.losses.ldam import LDAMLoss, ldam_loss, ldam_margins
+from lt_lightning.losses.weighted import ClassWeightedLoss, WeightedCrossEntropyLoss, weighted_cross_entropy
+from lt_lightning.losses.weighting import effective_number_weights, inverse_power_weights
 
-__all__ = ["CrossEntropyLoss", "LongTailLoss", "cross_entropy"]
+__all__ = [
+    "ClassBalancedLoss",
+    "ClassWeightedLoss",
+    "CrossEntropyLoss",
+    "FocalLoss",
+    "LDAMLoss",
+    "LongTailLoss",
+    "WeightedCrossEntropyLoss",
+    "check_finite_loss",
+    "class_balanced_loss",
+    "cross_entropy",
+    "effective_number_weights",
+    "focal_loss",
+    "inverse_power_weights",
+    "ldam_loss",
+    "ldam_margins",
+    "sigmoid_focal_loss",
+    "weighted_cross_entropy",
+]

@@ -137,3 +137,20 @@ def test_fit_logs_long_tail_metrics_and_checkpoint_round_trip(tmp_path) -> None:
     results = trainer.test(loaded, dm, verbose=False)[0]
     assert set(results) >= {"test/acc", "test/acc_many", "test/acc_medium", "test/acc_few"}
     assert results["test/acc"] > 0.5  # learnable blobs; chance is 0.2
+
+
+class NaNLoss(LongTailLoss):
+    """Cross-entropy times NaN: the loss of a diverged run."""
+
+    def forward(self, output: ModelOutput, target: Tensor) -> Tensor:
+        return nn.functional.cross_entropy(output.logits, target) * float("nan")
+
+
+def test_nan_loss_stops_with_the_step_and_the_batch_classes(tmp_path) -> None:
+    dm = SyntheticLTDataModule(num_classes=5, n_max=20, imbalance_ratio=4, batch_size=8)
+    module = make_module(class_counts=dm.class_counts, criterion=NaNLoss())
+    trainer = L.Trainer(max_steps=2, default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
+    with pytest.raises(FloatingPointError, match=r"loss is nan at step 0; batch classes: \[[0-9, ]+\]"):
+        trainer.fit(module, dm)
+    with pytest.raises(ValueError, match="finite_check_every_n_steps"):
+        make_module(finite_check_every_n_steps=-1)

@@ -1,0 +1,91 @@
+"""Input checks shared by the losses: logits/target shapes, soft-target expansion, and the NaN/inf guard."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+#: how many class ids :func:`check_finite_loss` lists before it abbreviates
+_MAX_LISTED_CLASSES = 100
+
+
+def check_logits_target(logits: Tensor, target: Tensor) -> bool:
+    """Validate ``logits`` ``[B, C]`` against ``target``; return ``True`` for soft targets.
+
+    ``target`` is either ``[B]`` integer class indices (hard) or ``[B, C]`` floating-point soft targets (rows are
+    distributions over classes: mixup, label smoothing). Index range is left to the loss kernels (checking it here
+    would force a host-device sync every step).
+    """
+    if logits.ndim != 2:
+        raise ValueError(f"logits must be [B, C], got shape {tuple(logits.shape)}")
+    batch, num_classes = logits.shape
+    if target.ndim == 1:
+        if target.dtype.is_floating_point or target.dtype == torch.bool or target.is_complex():
+            raise ValueError(f"hard targets must be integer class indices, got dtype {target.dtype}")
+        if target.shape[0] != batch:
+            raise ValueError(f"target has {target.shape[0]} entries but logits has batch size {batch}")
+        return False
+    if target.ndim == 2:
+        if not target.dtype.is_floating_point:
+            raise ValueError(f"soft targets [B, C] must be floating point, got dtype {target.dtype}")
+        if tuple(target.shape) != (batch, num_classes):
+            raise ValueError(f"soft target shape {tuple(target.shape)} does not match logits {tuple(logits.shape)}")
+        return True
+    raise ValueError(f"target must be [B] class indices or [B, C] soft targets, got shape {tuple(target.shape)}")
+
+
+def target_distribution(target: Tensor, num_classes: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """``[B, C]`` target distribution: one-hot rows for hard targets, the soft targets themselves otherwise."""
+    if target.ndim == 1:
+        return torch.nn.functional.one_hot(target.long(), num_classes).to(dtype)
+    return target.to(dtype)
+
+
+def _batch_classes(target: Tensor | None) -> list[int]:
+    """Sorted class ids present in a batch: the labels of hard targets, classes with mass for soft targets."""
+    if target is None:
+        return []
+    target = target.detach()
+    if target.ndim == 2:
+        present = (target != 0).any(dim=0).nonzero().flatten()
+    else:
+        present = torch.unique(target.flatten())
+    return [int(c) for c in present.cpu().tolist()]
+
+
+def check_finite_loss(loss: Tensor, step: int | None = None, target: Tensor | None = None) -> Tensor:
+    """Raise :class:`FloatingPointError` if ``loss`` holds NaN or ±inf; return ``loss`` unchanged otherwise.
+
+    The message names the step and the classes of the batch, e.g.
+    ``"loss is nan at step 12; batch classes: [0, 3, 7]"``, so a diverging run can be traced to the classes
+    (often a tail class with an extreme weight or margin) that produced it.
+
+    Checking costs one host-device synchronisation (``bool`` of a device tensor); call it every step only when that
+    is acceptable, or every ``N`` steps.
+
+    Args:
+        loss: the loss tensor (scalar, or per-sample values).
+        step: the global step, named in the message (``None``: unknown).
+        target: the batch's targets, ``[B]`` indices or ``[B, C]`` soft targets (``None``: not listed).
+    """
+    if not isinstance(loss, Tensor):
+        raise TypeError(f"loss must be a Tensor, got {type(loss).__name__}")
+    if bool(torch.isfinite(loss.detach()).all()):
+        return loss
+    values = loss.detach().float().flatten().cpu()
+    if torch.isnan(values).any():
+        kind = "nan"
+    elif (values == math.inf).any():
+        kind = "inf"
+    else:
+        kind = "-inf"
+    where = f"at step {step}" if step is not None else "at an unknown step"
+    classes = _batch_classes(target)
+    if len(classes) > _MAX_LISTED_CLASSES:
+        shown = ", ".join(str(c) for c in classes[:_MAX_LISTED_CLASSES])
+        listed = f"[{shown}, ...] ({len(classes) - _MAX_LISTED_CLASSES} more)"
+    else:
+        listed = str(classes) if target is not None else "unknown"
+    raise FloatingPointError(f"loss is {kind} {where}; batch classes: {listed}")
