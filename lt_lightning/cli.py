@@ -46,6 +46,15 @@ class LongTailCLI(LightningCLI):
         return super()._instantiate_trainer(config, callbacks)
 
 
-def main(args: list[str] | None = None) -> LongTailCLI:
-    """Entry point of the ``lt-lightning`` console script and ``python -m lt_lightning``."""
+def run(args: list[str] | None = None) -> LongTailCLI:
+    """Run the CLI and return it (for Python callers and tests: ``run(["fit", "-c", "configs/quickstart.yaml"])``)."""
     return LongTailCLI(args=args)
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of the ``lt-lightning`` console script and ``python -m lt_lightning``.
+
+    Returns ``None`` so that the console script exits with status 0 (``sys.exit(main())``); use :func:`run` to get
+    the CLI object.
+    """
+    run(args)

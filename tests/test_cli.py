@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lt_lightning.cli import main
+from lt_lightning.cli import run as main
 from lt_lightning.module import LongTailModule
 
 REPO = Path(__file__).resolve().parents[1]
@@ -109,3 +109,13 @@ def test_module_entry_point_and_console_script_show_help() -> None:
     if script.exists():
         out = subprocess.run([str(script), "test", "--help"], capture_output=True, text=True, check=True)
         assert "--test_report.enabled" in out.stdout
+
+
+def test_console_script_exits_with_status_zero(tmp_path) -> None:
+    """`lt-lightning fit ... && lt-lightning test ...` (the README's quick start) needs exit status 0."""
+    script = Path(sys.executable).with_name("lt-lightning")
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "lt_lightning"]
+    args = ["fit", "-c", str(QUICKSTART), "--trainer.fast_dev_run", "true", "--trainer.enable_progress_bar", "false"]
+    proc = subprocess.run([*cmd, *args], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "LongTailCLI object" not in proc.stdout

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lt_lightning.cli import main
+from lt_lightning.cli import run as main
 from tests.cifar_files import write_tiny_cifar100
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,6 +12,14 @@ from lt_lightning.data.image_files import (
     UnreadableImageError,
 )
 from lt_lightning.data.profiles import long_tail_counts, select_long_tail_indices
+from lt_lightning.data.resampling import (
+    ClassAwareSampler,
+    ClassBalancedSampler,
+    ClassPowerSampler,
+    DeferredResampler,
+    ProgressiveSampler,
+    SquareRootSampler,
+)
 from lt_lightning.data.samplers import EpochSampler, InstanceBalancedSampler, UnpaddedDistributedSampler
 from lt_lightning.data.split_file import parse_split_file
 from lt_lightning.data.split_file_datamodule import SplitFileDataModule
@@ -27,6 +35,12 @@ from lt_lightning.data.transforms import (
 )
 
 __all__ = [
+    "ClassAwareSampler",
+    "ClassBalancedSampler",
+    "ClassPowerSampler",
+    "DeferredResampler",
+    "ProgressiveSampler",
+    "SquareRootSampler",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "ImageFileDataModule",

@@ -19,7 +19,7 @@ normalised on the device in :meth:`on_after_batch_transfer`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import lightning as L
@@ -30,6 +30,11 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from lt_lightning.data.samplers import EpochSampler, InstanceBalancedSampler, UnpaddedDistributedSampler
 from lt_lightning.data.transforms import DeviceAugmentation
+
+SamplerFactory = Callable[[Tensor, int, int, int], EpochSampler]
+"""Builds the training sampler as ``factory(train_labels, num_replicas, rank, seed)``: an :class:`EpochSampler`
+subclass given in YAML by ``class_path`` and ``init_args`` (its other arguments), e.g.
+``lt_lightning.data.resampling.ClassPowerSampler`` with ``q: 0.5``."""
 
 
 class ImageBatch(NamedTuple):
@@ -113,6 +118,8 @@ class LongTailDataModule(L.LightningDataModule):
         seed: base seed of the training sampler (epoch ``e`` draws with ``seed + e``).
         augment: apply the train-time augmentation (crop/flip) during training.
         pin_memory: DataLoader ``pin_memory``.
+        sampler: training sampler factory ``(train_labels, num_replicas, rank, seed) -> EpochSampler`` (see
+            :data:`SamplerFactory`); ``None`` is instance-balanced. A ``ResamplingSchedule`` callback sets it.
 
     Attributes:
         num_classes: number of classes ``C``.
@@ -141,6 +148,7 @@ class LongTailDataModule(L.LightningDataModule):
         seed: int = 0,
         augment: bool = True,
         pin_memory: bool = False,
+        sampler: SamplerFactory | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -155,6 +163,11 @@ class LongTailDataModule(L.LightningDataModule):
         self.seed = int(seed)
         self.augment = bool(augment)
         self.pin_memory = bool(pin_memory)
+        if sampler is not None and not callable(sampler):
+            raise ValueError(
+                f"sampler must be a callable (labels, num_replicas, rank, seed) -> EpochSampler, got {sampler!r}"
+            )
+        self.sampler = sampler
         self.train_dataset: Dataset | None = None
         self.val_dataset: Dataset | None = None
         self.test_dataset: Dataset | None = None
@@ -222,9 +235,21 @@ class LongTailDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ loaders
     def build_train_sampler(self) -> EpochSampler:
-        """The training sampler (hook): instance-balanced by default; re-sampling methods override it."""
+        """The training sampler ``self.sampler(train_labels, num_replicas, rank, seed)``; instance-balanced if None.
+
+        Raises:
+            TypeError: the factory returned something that is not an :class:`EpochSampler`.
+        """
         num_replicas, rank = self._world()
-        return InstanceBalancedSampler(self.train_labels, num_replicas=num_replicas, rank=rank, seed=self.seed)
+        if self.sampler is None:
+            return InstanceBalancedSampler(self.train_labels, num_replicas=num_replicas, rank=rank, seed=self.seed)
+        sampler = self.sampler(self.train_labels, num_replicas, rank, self.seed)
+        if not isinstance(sampler, EpochSampler):
+            raise TypeError(
+                f"sampler factory {self.sampler!r} returned {type(sampler).__name__}, expected an EpochSampler "
+                "(seeded by seed + epoch and sharded by rank; see lt_lightning.data.samplers)"
+            )
+        return sampler
 
     def _loader(self, dataset: Dataset, batch_size: int, sampler: torch.utils.data.Sampler) -> DataLoader:
         return DataLoader(

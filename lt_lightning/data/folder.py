@@ -32,6 +32,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from lt_lightning.data._split import hold_out_per_class
+from lt_lightning.data.base import SamplerFactory
 from lt_lightning.data.image_files import ImageFileDataModule
 from lt_lightning.data.profiles import Profile, long_tail_counts, select_long_tail_indices
 
@@ -109,7 +110,7 @@ class ImageFolderLTDataModule(ImageFileDataModule):
         resize_size: shorter side before the evaluation centre crop (default ``int(image_size / 0.875)``).
         on_error: ``"raise"`` or ``"skip"`` for unreadable images.
         split_seed: seed of the hold-out and of the long-tailed selection.
-        batch_size, eval_batch_size, num_workers, seed, augment, pin_memory: see
+        batch_size, eval_batch_size, num_workers, seed, augment, pin_memory, sampler: see
             :class:`~lt_lightning.data.base.LongTailDataModule`.
 
     Raises:
@@ -140,6 +141,7 @@ class ImageFolderLTDataModule(ImageFileDataModule):
         seed: int = 0,
         augment: bool = True,
         pin_memory: bool = False,
+        sampler: SamplerFactory | None = None,
     ) -> None:
         super().__init__(
             image_size=image_size,
@@ -151,6 +153,7 @@ class ImageFolderLTDataModule(ImageFileDataModule):
             seed=seed,
             augment=augment,
             pin_memory=pin_memory,
+            sampler=sampler,
         )
         if imbalance_ratio is not None and not (np.isfinite(imbalance_ratio) and imbalance_ratio > 0):
             raise ValueError(

@@ -42,7 +42,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from lt_lightning.data.base import LongTailDataModule
+from lt_lightning.data.base import LongTailDataModule, SamplerFactory
 
 ON_ERROR_CHOICES = ("raise", "skip")
 
@@ -268,7 +268,7 @@ class ImageFileDataModule(LongTailDataModule):
         resize_size: shorter side before the evaluation centre crop (default ``int(image_size / 0.875)``, 256 for
             224).
         on_error: ``"raise"`` or ``"skip"``.
-        batch_size, eval_batch_size, num_workers, seed, augment, pin_memory: see
+        batch_size, eval_batch_size, num_workers, seed, augment, pin_memory, sampler: see
             :class:`~lt_lightning.data.base.LongTailDataModule`.
 
     Attributes:
@@ -295,6 +295,7 @@ class ImageFileDataModule(LongTailDataModule):
         seed: int = 0,
         augment: bool = True,
         pin_memory: bool = False,
+        sampler: SamplerFactory | None = None,
     ) -> None:
         super().__init__(
             batch_size=batch_size,
@@ -303,6 +304,7 @@ class ImageFileDataModule(LongTailDataModule):
             seed=seed,
             augment=augment,
             pin_memory=pin_memory,
+            sampler=sampler,
         )
         if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
             raise ValueError(f"image_size must be an integer >= 1, got {image_size!r}")

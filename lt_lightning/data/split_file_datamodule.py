@@ -28,6 +28,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from lt_lightning.data._split import hold_out_per_class
+from lt_lightning.data.base import SamplerFactory
 from lt_lightning.data.image_files import ImageFileDataModule
 from lt_lightning.data.split_file import parse_split_file
 
@@ -57,7 +58,7 @@ class SplitFileDataModule(ImageFileDataModule):
             :class:`~lt_lightning.data.image_files.ImageFileDataModule`).
         split_seed: seed of the ``val_per_class`` hold-out (kept apart from ``seed`` so that runs with different
             training seeds validate on the same images).
-        batch_size, eval_batch_size, num_workers, seed, augment, pin_memory: see
+        batch_size, eval_batch_size, num_workers, seed, augment, pin_memory, sampler: see
             :class:`~lt_lightning.data.base.LongTailDataModule`.
 
     Raises:
@@ -88,6 +89,7 @@ class SplitFileDataModule(ImageFileDataModule):
         seed: int = 0,
         augment: bool = True,
         pin_memory: bool = False,
+        sampler: SamplerFactory | None = None,
     ) -> None:
         super().__init__(
             image_size=image_size,
@@ -99,6 +101,7 @@ class SplitFileDataModule(ImageFileDataModule):
             seed=seed,
             augment=augment,
             pin_memory=pin_memory,
+            sampler=sampler,
         )
         if isinstance(val_per_class, bool) or not isinstance(val_per_class, int) or val_per_class < 0:
             raise ValueError(f"val_per_class must be an integer >= 0, got {val_per_class!r}")

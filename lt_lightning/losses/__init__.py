@@ -4,12 +4,34 @@ from lt_lightning.losses._checks import check_finite_loss
 from lt_lightning.losses.base import LongTailLoss
 from lt_lightning.losses.class_balanced import ClassBalancedLoss, class_balanced_loss, sigmoid_focal_loss
 from lt_lightning.losses.cross_entropy import CrossEntropyLoss, cross_entropy
+from lt_lightning.losses.equalization import EqualizationLoss, softmax_equalization_loss
 from lt_lightning.losses.focal import FocalLoss, focal_loss
+from lt_lightning.losses.lade import LADELoss, lade_loss, lade_regularizer
 from lt_lightning.losses.ldam import LDAMLoss, ldam_loss, ldam_margins
+from lt_lightning.losses.logit_adjustment import (
+    BalancedSoftmaxLoss,
+    LogitAdjustedLoss,
+    balanced_softmax_loss,
+    log_prior_from_counts,
+    logit_adjusted_loss,
+)
+from lt_lightning.losses.seesaw import SeesawLoss, seesaw_loss
 from lt_lightning.losses.weighted import ClassWeightedLoss, WeightedCrossEntropyLoss, weighted_cross_entropy
 from lt_lightning.losses.weighting import effective_number_weights, inverse_power_weights
 
 __all__ = [
+    "BalancedSoftmaxLoss",
+    "EqualizationLoss",
+    "LADELoss",
+    "LogitAdjustedLoss",
+    "SeesawLoss",
+    "balanced_softmax_loss",
+    "lade_loss",
+    "lade_regularizer",
+    "log_prior_from_counts",
+    "logit_adjusted_loss",
+    "seesaw_loss",
+    "softmax_equalization_loss",
     "ClassBalancedLoss",
     "ClassWeightedLoss",
     "CrossEntropyLoss",

@@ -1,0 +1,181 @@
+"""``ResamplingSchedule``: re-sampling whose class probabilities change with the epoch, configured under
+``trainer.callbacks``.
+
+Schedules (``p^IB_c = n_c / N`` instance-balanced, ``p^CB_c = 1 / C`` class-balanced, mixing ``a(t)``):
+
+* ``"progressive"`` -- progressively-balanced sampling, Kang et al., "Decoupling Representation and Classifier for
+  Long-Tailed Recognition", ICLR 2020, Eq. 2: ``p_c(t) = (1 - t/T) p^IB_c + (t/T) p^CB_c``, ``a(t) = min(t/T, 1)``.
+* ``"drs"`` -- deferred re-sampling, Cao et al., "Learning Imbalanced Datasets with Label-Distribution-Aware Margin
+  Loss", NeurIPS 2019: instance-balanced before epoch ``E``, class-balanced from ``E`` (``a = [t >= E]``).
+
+How it reaches the sampler: the train dataloader is built once (Lightning then calls ``set_epoch`` on its sampler
+every epoch), so the callback does not change a sampler between epochs. In ``setup`` it installs a sampler factory
+in the datamodule (``datamodule.sampler``, the hook of :class:`~lt_lightning.data.base.LongTailDataModule`) that
+builds a :class:`~lt_lightning.data.resampling.ProgressiveSampler` or
+:class:`~lt_lightning.data.resampling.DeferredResampler`, whose draw for epoch ``t`` is a pure function of
+``(seed, t)`` -- the schedule lives inside the sampler. The datamodule's ``train_dataloader`` sets the right epoch
+before worker processes start (Lightning issue #21938), so the order after a resume equals the uninterrupted run's,
+with or without workers, and every DDP rank draws its shard of the same global list.
+
+The callback's state is derived from the epoch: an idempotent :meth:`ResamplingSchedule.apply` (called from
+``on_train_start``, which also runs after a mid-epoch resume, and ``on_train_epoch_start``) records and logs the
+mixing ``a(t)`` as ``resampling/mixing``. Its checkpointed state is its configuration; resuming with a different one
+warns.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_warn
+
+from lt_lightning.data.resampling import DeferredResampler, ProgressiveSampler, progressive_mixing
+
+__all__ = ["ResamplingSchedule"]
+
+Schedule = Literal["progressive", "drs"]
+
+
+class ResamplingSchedule(Callback):
+    """Install and steer an epoch-scheduled re-sampler (progressively-balanced or DRS) in the datamodule.
+
+    YAML (``trainer.callbacks``)::
+
+        - class_path: lt_lightning.callbacks.resampling_schedule.ResamplingSchedule
+          init_args: {schedule: drs, switch_epoch: 160}
+
+    Args:
+        schedule: ``"progressive"`` (Kang et al. 2020) or ``"drs"`` (Cao et al. 2019).
+        switch_epoch: ``E`` of ``"drs"`` (0-based epoch from which sampling is class-balanced); not used by
+            ``"progressive"``.
+        total_epochs: ``T`` of ``"progressive"``; ``None`` takes ``trainer.max_epochs`` at setup. Not used by
+            ``"drs"``.
+
+    Attributes:
+        mixing: the class-balance mixing ``a(t)`` of the current epoch (``None`` before training starts).
+        epoch: the epoch :meth:`apply` was last called with.
+    """
+
+    def __init__(
+        self,
+        schedule: Schedule = "progressive",
+        switch_epoch: int | None = None,
+        total_epochs: int | None = None,
+    ) -> None:
+        super().__init__()
+        if schedule not in ("progressive", "drs"):
+            raise ValueError(f"schedule must be 'progressive' or 'drs', got {schedule!r}")
+        for name, value in (("switch_epoch", switch_epoch), ("total_epochs", total_epochs)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValueError(f"{name} must be an integer or None, got {value!r}")
+        if schedule == "drs":
+            if switch_epoch is None or switch_epoch < 0:
+                raise ValueError(f"schedule='drs' needs switch_epoch >= 0, got {switch_epoch!r}")
+            if total_epochs is not None:
+                raise ValueError(f"total_epochs is for schedule='progressive'; got total_epochs={total_epochs}")
+        else:
+            if switch_epoch is not None:
+                raise ValueError(f"switch_epoch is for schedule='drs'; got switch_epoch={switch_epoch}")
+            if total_epochs is not None and total_epochs < 1:
+                raise ValueError(f"total_epochs must be >= 1 or None, got {total_epochs}")
+        self.schedule = schedule
+        self.switch_epoch = switch_epoch
+        self.total_epochs = total_epochs
+        self._resolved_total: int | None = total_epochs
+        self._factory: Any = None
+        self._loaded: dict[str, Any] | None = None
+        self.mixing: float | None = None
+        self.epoch: int | None = None
+
+    # ------------------------------------------------------------------ identity and state
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(
+            schedule=self.schedule, switch_epoch=self.switch_epoch, total_epochs=self.total_epochs
+        )
+
+    def _config(self) -> dict[str, Any]:
+        return {"schedule": self.schedule, "switch_epoch": self.switch_epoch, "total_epochs": self._resolved_total}
+
+    def state_dict(self) -> dict[str, Any]:
+        return self._config()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._loaded = dict(state_dict)
+
+    # ------------------------------------------------------------------ schedule
+    def mixing_at(self, epoch: int) -> float:
+        """Class-balance mixing ``a(epoch)``: ``min(epoch / T, 1)`` (progressive) or ``[epoch >= E]`` (DRS)."""
+        if self.schedule == "drs":
+            return 0.0 if epoch < int(self.switch_epoch or 0) else 1.0
+        if self._resolved_total is None:
+            raise RuntimeError("ResamplingSchedule(schedule='progressive'): total_epochs is set at setup (fit)")
+        return progressive_mixing(epoch, self._resolved_total)
+
+    def sampler_factory(self) -> Any:
+        """The factory ``(labels, num_replicas, rank, seed) -> EpochSampler`` installed in the datamodule."""
+        if self.schedule == "drs":
+            return functools.partial(DeferredResampler, switch_epoch=self.switch_epoch)
+        if self._resolved_total is None:
+            raise RuntimeError("ResamplingSchedule(schedule='progressive'): total_epochs is set at setup (fit)")
+        return functools.partial(ProgressiveSampler, total_epochs=self._resolved_total)
+
+    # ------------------------------------------------------------------ hooks
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        datamodule = trainer.datamodule
+        if datamodule is None or not hasattr(datamodule, "sampler") or not hasattr(datamodule, "train_labels"):
+            found = "no datamodule" if datamodule is None else type(datamodule).__name__
+            raise ValueError(
+                "ResamplingSchedule needs a LongTailDataModule (trainer.fit(..., datamodule=...) or the CLI's `data`) "
+                f"with a `sampler` hook and `train_labels`; got {found}"
+            )
+        if self.schedule == "progressive" and self.total_epochs is None:
+            max_epochs = trainer.max_epochs
+            if max_epochs is None or max_epochs < 1:
+                raise ValueError(
+                    "ResamplingSchedule(schedule='progressive', total_epochs=None) takes T from trainer.max_epochs, "
+                    f"which is {max_epochs}: set total_epochs"
+                )
+            self._resolved_total = int(max_epochs)
+        current = datamodule.sampler
+        if current is not None and current is not self._factory:
+            raise ValueError(
+                f"the datamodule already has a training sampler ({current!r}); ResamplingSchedule installs its own: "
+                "configure one of data.sampler or the ResamplingSchedule callback, not both"
+            )
+        self._factory = self.sampler_factory()
+        datamodule.sampler = self._factory
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if (
+            stage == "fit"
+            and trainer.datamodule is not None
+            and getattr(trainer.datamodule, "sampler", None) is (self._factory)
+        ):
+            trainer.datamodule.sampler = None  # leave the datamodule as it was given
+        self._factory = None
+
+    def apply(self, epoch: int) -> float:
+        """Record the mixing of ``epoch`` (idempotent; the sampler itself derives its draw from the epoch)."""
+        self.epoch = int(epoch)
+        self.mixing = self.mixing_at(self.epoch)
+        return self.mixing
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._loaded is not None and self._loaded != self._config():
+            rank_zero_warn(
+                f"ResamplingSchedule: resuming with {self._config()} but the checkpoint was written with {self._loaded}"
+                ": the sampled order differs from the run that wrote the checkpoint"
+            )
+        self._loaded = None
+        self.apply(trainer.current_epoch)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        mixing = self.apply(trainer.current_epoch)
+        # identical on every rank (a function of the epoch): no sync needed
+        pl_module.log("resampling/mixing", mixing, on_step=False, on_epoch=True, batch_size=1, sync_dist=False)
