@@ -40,7 +40,7 @@ def _rel(path: Path) -> str:
 
 def _data_class(files: list[Path]) -> str:
     text = "\n".join(f.read_text() for f in files)
-    found = re.findall(r"class_path:\s*(lt_lightning\.data\.[\w.]+)", text)
+    found = re.findall(r"class_path:\s*(lt_lightning\.data\.[\w.]+DataModule)\b", text)
     return found[-1] if found else ""
 
 

@@ -26,6 +26,7 @@ and does not run torchvision's md5 check, so re-encoded copies (e.g. ``../shared
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 import warnings
@@ -56,6 +57,9 @@ def _unpickle(path: str) -> dict[str, Any]:
 def read_cifar(root: str, num_classes: int, train: bool) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Read CIFAR-10/100 from the python-pickle layout: ``uint8 [N, 3, 32, 32]``, ``int64 [N]``, class names.
 
+    The last two reads are cached per process (keyed by the files' paths, sizes and modification times), so building
+    several datamodules on the same data decodes the pickles once. The arrays are shared: do not modify them.
+
     Raises:
         FileNotFoundError: naming the missing path and how to get the data.
         ValueError: for ``num_classes`` other than 10 or 100, or a file of the wrong layout.
@@ -71,12 +75,29 @@ def read_cifar(root: str, num_classes: int, train: bool) -> tuple[np.ndarray, np
     else:
         raise ValueError(f"num_classes must be 10 or 100 for CIFAR, got {num_classes}")
     base = os.path.join(os.fspath(root), folder)
+    stamps = []
     for name in [*files, meta_file]:
         path = os.path.join(base, name)
         if not os.path.isfile(path):
             raise FileNotFoundError(
                 f"CIFAR-{num_classes} file {path} not found: " + _GET_DATA.format(url=url, root=root, path=base)
             )
+        stat = os.stat(path)
+        stamps.append((os.path.abspath(path), stat.st_size, stat.st_mtime_ns))
+    x, y, names = _read_cifar_files(tuple(stamps), base, tuple(files), label_key, meta_file, names_key, num_classes)
+    return x, y, list(names)
+
+
+@functools.lru_cache(maxsize=2)
+def _read_cifar_files(
+    stamps: tuple[tuple[str, int, int], ...],
+    base: str,
+    files: tuple[str, ...],
+    label_key: str,
+    meta_file: str,
+    names_key: str,
+    num_classes: int,
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     data, labels = [], []
     for name in files:
         path = os.path.join(base, name)
@@ -165,7 +186,7 @@ class CIFARLTDataModule(LongTailDataModule):
         self.train_dataset = TensorImageDataset(train_x, train_y)
         self.val_dataset = TensorImageDataset(torch.from_numpy(x[self.val_index]), torch.from_numpy(y[self.val_index]))
         test_x, test_y, _ = read_cifar(self.root, self.dataset_classes, train=False)
-        self.test_dataset = TensorImageDataset(torch.from_numpy(test_x), torch.from_numpy(test_y))
+        self.test_dataset = TensorImageDataset(torch.from_numpy(test_x.copy()), torch.from_numpy(test_y.copy()))
 
 
 class CIFAR10LTDataModule(CIFARLTDataModule):
