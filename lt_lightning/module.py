@@ -106,6 +106,9 @@ class LongTailModule(LightningModule):
         self.val_metric = LongTailAccuracy(num_classes, counts, many_threshold, few_threshold)
         self.test_metric = LongTailAccuracy(num_classes, counts, many_threshold, few_threshold)
         self.last_val_results: dict[str, Tensor] = {}
+        #: ``[C]`` subtracted from the logits in ``test_step`` / ``predict_step`` (post-hoc adjustment, e.g.
+        #: ``tau * log(pi)`` set by :class:`~lt_lightning.callbacks.posthoc_logit_adjustment.PostHocLogitAdjustment`).
+        self.test_logit_offset: Tensor | None = None
         self.last_test_results: dict[str, Tensor] = {}
         broadcast_class_counts(self, self.class_counts)
 
@@ -140,13 +143,20 @@ class LongTailModule(LightningModule):
         x, y = batch
         self.val_metric.update(self(x).logits, y)
 
+    def test_logits(self, x: Tensor) -> Tensor:
+        """Logits used for test and predict: ``forward(x).logits`` minus :attr:`test_logit_offset` when set."""
+        logits = self(x).logits
+        if self.test_logit_offset is not None:
+            logits = logits - self.test_logit_offset.to(logits)
+        return logits
+
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
-        self.test_metric.update(self(x).logits, y)
+        self.test_metric.update(self.test_logits(x), y)
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self(x).logits.softmax(dim=-1)
+        return self.test_logits(x).softmax(dim=-1)
 
     # ------------------------------------------------------------------ metrics
     def _log_results(self, stage: str, results: dict[str, Tensor]) -> None:

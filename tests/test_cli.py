@@ -119,3 +119,15 @@ def test_console_script_exits_with_status_zero(tmp_path) -> None:
     proc = subprocess.run([*cmd, *args], cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "LongTailCLI object" not in proc.stdout
+
+
+def test_posthoc_logit_adjustment_config_fit_then_test(tmp_path, monkeypatch) -> None:
+    """`test` with the post-hoc LA config sweeps tau on the validation set and logs the chosen tau."""
+    monkeypatch.chdir(tmp_path)
+    config = str(REPO / "configs" / "experiments" / "digits_lt" / "posthoc_logit_adjust.yaml")
+    fast = ["--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3", "--trainer.enable_progress_bar", "false"]
+    fit = main(["fit", "-c", config, *fast])
+    ckpt = fit.trainer.checkpoint_callback.last_model_path
+    test = main(["test", "-c", config, "--ckpt_path", ckpt, "--trainer.enable_progress_bar", "false"])
+    assert "test/posthoc_tau" in test.trainer.callback_metrics
+    assert (Path(test.trainer.log_dir) / "posthoc_tau_sweep.json").is_file()
