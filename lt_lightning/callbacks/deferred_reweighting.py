@@ -165,6 +165,12 @@ class DeferredReweighting(Callback):
         if stage == "fit":  # fail at start-up, not at epoch E
             self._criterion(pl_module)
             self.class_weights(self._class_counts(pl_module))
+            max_epochs = trainer.max_epochs
+            if max_epochs is not None and max_epochs > 0 and self.switch_epoch >= max_epochs:
+                rank_zero_warn(
+                    f"DeferredReweighting: switch_epoch={self.switch_epoch} >= max_epochs={max_epochs}: "
+                    "the weights never switch in this run (scale switch_epoch with the budget)"
+                )
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._loaded is not None and self._loaded != self._config():

@@ -142,6 +142,17 @@ class ResamplingSchedule(Callback):
                     f"which is {max_epochs}: set total_epochs"
                 )
             self._resolved_total = int(max_epochs)
+        max_epochs = trainer.max_epochs
+        if (
+            self.schedule == "drs"
+            and max_epochs is not None
+            and max_epochs > 0
+            and int(self.switch_epoch) >= max_epochs
+        ):
+            rank_zero_warn(
+                f"ResamplingSchedule: switch_epoch={self.switch_epoch} >= max_epochs={max_epochs}: "
+                "sampling never becomes class-balanced in this run (scale switch_epoch with the budget)"
+            )
         current = datamodule.sampler
         if current is not None and current is not self._factory:
             raise ValueError(
