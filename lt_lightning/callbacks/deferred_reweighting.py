@@ -30,6 +30,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
+from lt_lightning.callbacks._schedule import resolve_switch_epoch, validate_switch_epoch
 from lt_lightning.losses.weighting import effective_number_weights, inverse_power_weights
 
 __all__ = ["DeferredReweighting"]
@@ -46,7 +47,8 @@ class DeferredReweighting(Callback):
           init_args: {switch_epoch: 160, weighting: effective_number, beta: 0.9999}
 
     Args:
-        switch_epoch: ``E``, the 0-based epoch from which the weights are on (160 in the 200-epoch CIFAR recipe).
+        switch_epoch: ``E``, the 0-based epoch from which the weights are on (160 in the 200-epoch CIFAR recipe), or
+            a fraction of ``trainer.max_epochs`` in ``(0, 1)`` (``0.8``: epoch 160 of 200, 32 of a 40-epoch budget).
         weighting: ``"effective_number"`` (``(1 - beta) / (1 - beta^{n_c})``), ``"inverse_power"``
             (``n_c^{-power}``), or a callable ``class_counts [C] -> weights [C]``; the named ones sum to ``C``.
         beta: ``beta`` of ``"effective_number"``, in ``[0, 1)``.
@@ -59,14 +61,13 @@ class DeferredReweighting(Callback):
 
     def __init__(
         self,
-        switch_epoch: int = 160,
+        switch_epoch: int | float = 160,
         weighting: Weighting | Callable[[Tensor], Tensor] = "effective_number",
         beta: float = 0.9999,
         power: float = 1.0,
     ) -> None:
         super().__init__()
-        if isinstance(switch_epoch, bool) or not isinstance(switch_epoch, int) or switch_epoch < 0:
-            raise ValueError(f"switch_epoch must be an integer >= 0, got {switch_epoch!r}")
+        switch_epoch = validate_switch_epoch(switch_epoch)
         if isinstance(weighting, str):
             if weighting not in ("effective_number", "inverse_power"):
                 raise ValueError(
@@ -79,6 +80,8 @@ class DeferredReweighting(Callback):
         if not power >= 0.0:
             raise ValueError(f"power must be >= 0, got {power}")
         self.switch_epoch = switch_epoch
+        #: the 0-based switch epoch (a fraction is resolved against ``trainer.max_epochs`` at setup)
+        self.resolved_switch_epoch: int | None = switch_epoch if isinstance(switch_epoch, int) else None
         self.weighting = weighting
         self.beta = float(beta)
         self.power = float(power)
@@ -157,7 +160,9 @@ class DeferredReweighting(Callback):
         """Set the criterion's weights for ``epoch`` (idempotent): ``None`` before ``E``, the weights from ``E``."""
         criterion = self._criterion(pl_module)
         self.epoch = int(epoch)
-        self.active = self.epoch >= self.switch_epoch
+        if self.resolved_switch_epoch is None:
+            raise RuntimeError(f"DeferredReweighting: switch_epoch={self.switch_epoch} is resolved at setup (fit)")
+        self.active = self.epoch >= self.resolved_switch_epoch
         criterion.set_class_weights(self.class_weights(self._class_counts(pl_module)) if self.active else None)
         return self.active
 
@@ -166,7 +171,8 @@ class DeferredReweighting(Callback):
             self._criterion(pl_module)
             self.class_weights(self._class_counts(pl_module))
             max_epochs = trainer.max_epochs
-            if max_epochs is not None and max_epochs > 0 and self.switch_epoch >= max_epochs:
+            self.resolved_switch_epoch = resolve_switch_epoch(self.switch_epoch, max_epochs)
+            if max_epochs is not None and max_epochs > 0 and self.resolved_switch_epoch >= max_epochs:
                 rank_zero_warn(
                     f"DeferredReweighting: switch_epoch={self.switch_epoch} >= max_epochs={max_epochs}: "
                     "the weights never switch in this run (scale switch_epoch with the budget)"

@@ -32,6 +32,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 
+from lt_lightning.callbacks._schedule import resolve_switch_epoch, validate_switch_epoch
 from lt_lightning.data.resampling import DeferredResampler, ProgressiveSampler, progressive_mixing
 
 __all__ = ["ResamplingSchedule"]
@@ -49,8 +50,8 @@ class ResamplingSchedule(Callback):
 
     Args:
         schedule: ``"progressive"`` (Kang et al. 2020) or ``"drs"`` (Cao et al. 2019).
-        switch_epoch: ``E`` of ``"drs"`` (0-based epoch from which sampling is class-balanced); not used by
-            ``"progressive"``.
+        switch_epoch: ``E`` of ``"drs"`` (0-based epoch from which sampling is class-balanced), or a fraction of
+            ``trainer.max_epochs`` in ``(0, 1)`` (``0.8``: epoch 160 of 200); not used by ``"progressive"``.
         total_epochs: ``T`` of ``"progressive"``; ``None`` takes ``trainer.max_epochs`` at setup. Not used by
             ``"drs"``.
 
@@ -62,18 +63,18 @@ class ResamplingSchedule(Callback):
     def __init__(
         self,
         schedule: Schedule = "progressive",
-        switch_epoch: int | None = None,
+        switch_epoch: int | float | None = None,
         total_epochs: int | None = None,
     ) -> None:
         super().__init__()
         if schedule not in ("progressive", "drs"):
             raise ValueError(f"schedule must be 'progressive' or 'drs', got {schedule!r}")
-        for name, value in (("switch_epoch", switch_epoch), ("total_epochs", total_epochs)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-                raise ValueError(f"{name} must be an integer or None, got {value!r}")
+        if total_epochs is not None and (isinstance(total_epochs, bool) or not isinstance(total_epochs, int)):
+            raise ValueError(f"total_epochs must be an integer or None, got {total_epochs!r}")
         if schedule == "drs":
-            if switch_epoch is None or switch_epoch < 0:
-                raise ValueError(f"schedule='drs' needs switch_epoch >= 0, got {switch_epoch!r}")
+            if switch_epoch is None:
+                raise ValueError("schedule='drs' needs switch_epoch (an epoch >= 0 or a fraction in (0, 1)), got None")
+            validate_switch_epoch(switch_epoch)
             if total_epochs is not None:
                 raise ValueError(f"total_epochs is for schedule='progressive'; got total_epochs={total_epochs}")
         else:
@@ -83,6 +84,8 @@ class ResamplingSchedule(Callback):
                 raise ValueError(f"total_epochs must be >= 1 or None, got {total_epochs}")
         self.schedule = schedule
         self.switch_epoch = switch_epoch
+        #: the 0-based DRS switch epoch (a fraction is resolved against ``trainer.max_epochs`` at setup)
+        self.resolved_switch_epoch: int | None = switch_epoch if isinstance(switch_epoch, int) else None
         self.total_epochs = total_epochs
         self._resolved_total: int | None = total_epochs
         self._factory: Any = None
@@ -98,7 +101,11 @@ class ResamplingSchedule(Callback):
         )
 
     def _config(self) -> dict[str, Any]:
-        return {"schedule": self.schedule, "switch_epoch": self.switch_epoch, "total_epochs": self._resolved_total}
+        return {
+            "schedule": self.schedule,
+            "switch_epoch": self.resolved_switch_epoch,
+            "total_epochs": self._resolved_total,
+        }
 
     def state_dict(self) -> dict[str, Any]:
         return self._config()
@@ -110,7 +117,9 @@ class ResamplingSchedule(Callback):
     def mixing_at(self, epoch: int) -> float:
         """Class-balance mixing ``a(epoch)``: ``min(epoch / T, 1)`` (progressive) or ``[epoch >= E]`` (DRS)."""
         if self.schedule == "drs":
-            return 0.0 if epoch < int(self.switch_epoch or 0) else 1.0
+            if self.resolved_switch_epoch is None:
+                raise RuntimeError(f"ResamplingSchedule: switch_epoch={self.switch_epoch} is resolved at setup (fit)")
+            return 0.0 if epoch < self.resolved_switch_epoch else 1.0
         if self._resolved_total is None:
             raise RuntimeError("ResamplingSchedule(schedule='progressive'): total_epochs is set at setup (fit)")
         return progressive_mixing(epoch, self._resolved_total)
@@ -118,7 +127,9 @@ class ResamplingSchedule(Callback):
     def sampler_factory(self) -> Any:
         """The factory ``(labels, num_replicas, rank, seed) -> EpochSampler`` installed in the datamodule."""
         if self.schedule == "drs":
-            return functools.partial(DeferredResampler, switch_epoch=self.switch_epoch)
+            if self.resolved_switch_epoch is None:
+                raise RuntimeError(f"ResamplingSchedule: switch_epoch={self.switch_epoch} is resolved at setup (fit)")
+            return functools.partial(DeferredResampler, switch_epoch=self.resolved_switch_epoch)
         if self._resolved_total is None:
             raise RuntimeError("ResamplingSchedule(schedule='progressive'): total_epochs is set at setup (fit)")
         return functools.partial(ProgressiveSampler, total_epochs=self._resolved_total)
@@ -143,11 +154,13 @@ class ResamplingSchedule(Callback):
                 )
             self._resolved_total = int(max_epochs)
         max_epochs = trainer.max_epochs
+        if self.schedule == "drs":
+            self.resolved_switch_epoch = resolve_switch_epoch(self.switch_epoch, max_epochs)  # type: ignore[arg-type]
         if (
             self.schedule == "drs"
             and max_epochs is not None
             and max_epochs > 0
-            and int(self.switch_epoch) >= max_epochs
+            and self.resolved_switch_epoch >= max_epochs
         ):
             rank_zero_warn(
                 f"ResamplingSchedule: switch_epoch={self.switch_epoch} >= max_epochs={max_epochs}: "

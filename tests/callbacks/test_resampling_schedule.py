@@ -114,8 +114,8 @@ def test_mixing_at_by_hand_and_bad_arguments() -> None:
 
     for kwargs, match in [
         ({"schedule": "cosine"}, "schedule must be"),
-        ({"schedule": "drs"}, "switch_epoch >= 0"),
-        ({"schedule": "drs", "switch_epoch": -1}, "switch_epoch >= 0"),
+        ({"schedule": "drs"}, "needs switch_epoch"),
+        ({"schedule": "drs", "switch_epoch": -1}, "integer epoch >= 0"),
         ({"schedule": "drs", "switch_epoch": 2, "total_epochs": 4}, "total_epochs is for"),
         ({"schedule": "progressive", "switch_epoch": 2}, "switch_epoch is for"),
         ({"schedule": "progressive", "total_epochs": 0}, "total_epochs must be"),
