@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--root", default=None, help="data root passed as --data.init_args.root")
     parser.add_argument("--runs", default="runs", help="where runs and cached results go")
     parser.add_argument("--out", required=True, help="the Markdown file to write")
+    parser.add_argument("--reported", default=None, help="JSON {method: [top-1, source]} of published numbers to quote")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="further CLI arguments for fit")
     args = parser.parse_args(argv)
     rows = [run_method(args, m) for m in args.methods]
@@ -85,13 +86,17 @@ def main(argv: list[str] | None = None) -> None:
         command,
         "```",
         "",
-        "| method | config | top-1 | many | medium | few | fit wall time (s) | note |",
-        "|---|---|---|---|---|---|---|---|",
+        "Reported numbers are the papers' (200 epochs, original CIFAR; REFERENCE.md), quoted beside ours, not ours.",
+        "",
+        "| method | config | top-1 | many | medium | few | fit wall time (s) | note | reported top-1 (source) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
+    reported = json.loads(Path(args.reported).read_text()) if args.reported else {}
     for r in rows:
         lines.append(
             f"| {r['method']} | `{r['config']}` | {_fmt(r['acc'])} | {_fmt(r['many'])} | {_fmt(r['medium'])} | "
-            f"{_fmt(r['few'])} | {r['fit_wall_s']} | {r.get('note', '')} |"
+            f"{_fmt(r['few'])} | {r['fit_wall_s']} | {r.get('note', '')} | "
+            + (f"{reported[r['method']][0]} ({reported[r['method']][1]}) |" if r["method"] in reported else "– |")
         )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
