@@ -37,10 +37,21 @@ def check_logits_target(logits: Tensor, target: Tensor) -> bool:
 
 
 def target_distribution(target: Tensor, num_classes: int, dtype: torch.dtype = torch.float32) -> Tensor:
-    """``[B, C]`` target distribution: one-hot rows for hard targets, the soft targets themselves otherwise."""
-    if target.ndim == 1:
-        return torch.nn.functional.one_hot(target.long(), num_classes).to(dtype)
-    return target.to(dtype)
+    """Targets as a ``[B, C]`` distribution: one-hot rows for class indices ``[B]``, soft targets as given.
+
+    Uses ``scatter`` (no host sync), so class indices are not range-checked on accelerators.
+    """
+    if target.ndim == 1 and not target.dtype.is_floating_point:
+        out = torch.zeros(target.shape[0], num_classes, dtype=dtype, device=target.device)
+        return out.scatter_(1, target.long().unsqueeze(1), 1.0)
+    if target.ndim == 2 and target.dtype.is_floating_point:
+        if target.shape[1] != num_classes:
+            raise ValueError(f"soft target must be [B, {num_classes}], got shape {tuple(target.shape)}")
+        return target.to(dtype)
+    raise ValueError(
+        f"target must be [B] class indices (integer) or [B, C] soft targets (float), "
+        f"got shape {tuple(target.shape)} and dtype {target.dtype}"
+    )
 
 
 def _batch_classes(target: Tensor | None) -> list[int]:

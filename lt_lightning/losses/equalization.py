@@ -31,8 +31,9 @@ import math
 import torch
 from torch import Tensor
 
+from lt_lightning.losses._checks import target_distribution
 from lt_lightning.losses.base import LongTailLoss
-from lt_lightning.losses.logit_adjustment import check_logits, target_distribution
+from lt_lightning.losses.logit_adjustment import check_logits
 from lt_lightning.output import ModelOutput
 from lt_lightning.prior import ClassPriorAware, validate_class_counts
 

@@ -34,7 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lt_lightning.losses.logit_adjustment import _LogPriorLoss, check_logits, target_distribution
+from lt_lightning.losses._checks import target_distribution
+from lt_lightning.losses.logit_adjustment import _LogPriorLoss, check_logits
 from lt_lightning.output import ModelOutput
 
 

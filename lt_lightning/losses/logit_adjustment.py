@@ -13,7 +13,7 @@ raw logits, which then estimate the class-balanced posterior:
 
 Both accept class-index targets ``[B]`` and soft targets ``[B, C]`` (``-Σ_c y_c log softmax(z + τ log π)_c``).
 
-The helpers :func:`log_prior_from_counts` and :func:`target_distribution` are shared by the other logit-adjustment
+The helper :func:`log_prior_from_counts` is shared by the other logit-adjustment
 family members (LADE, equalization, post-hoc adjustment).
 """
 
@@ -47,24 +47,6 @@ def log_prior_from_counts(class_counts: Tensor, name: str = "class_counts") -> T
             "every class needs at least one training sample for this loss"
         )
     return (counts.log() - counts.sum().log()).to(device=device, dtype=torch.float32)
-
-
-def target_distribution(target: Tensor, num_classes: int, dtype: torch.dtype = torch.float32) -> Tensor:
-    """Targets as a ``[B, C]`` distribution: one-hot rows for class indices ``[B]``, soft targets as given.
-
-    Uses ``scatter`` (no host sync), so class indices are not range-checked on accelerators.
-    """
-    if target.ndim == 1 and not target.dtype.is_floating_point:
-        out = torch.zeros(target.shape[0], num_classes, dtype=dtype, device=target.device)
-        return out.scatter_(1, target.long().unsqueeze(1), 1.0)
-    if target.ndim == 2 and target.dtype.is_floating_point:
-        if target.shape[1] != num_classes:
-            raise ValueError(f"soft target must be [B, {num_classes}], got shape {tuple(target.shape)}")
-        return target.to(dtype)
-    raise ValueError(
-        f"target must be [B] class indices (integer) or [B, C] soft targets (float), "
-        f"got shape {tuple(target.shape)} and dtype {target.dtype}"
-    )
 
 
 def check_logits(logits: Tensor, log_prior: Tensor | None = None) -> None:

@@ -10,13 +10,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lt_lightning.backbones.base import Backbone
+from lt_lightning.losses._checks import target_distribution
 from lt_lightning.losses.logit_adjustment import (
     BalancedSoftmaxLoss,
     LogitAdjustedLoss,
     balanced_softmax_loss,
     log_prior_from_counts,
     logit_adjusted_loss,
-    target_distribution,
 )
 from lt_lightning.module import LongTailModule
 from lt_lightning.output import ModelOutput
