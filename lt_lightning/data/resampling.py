@@ -37,7 +37,7 @@ import math
 import torch
 from torch import Tensor
 
-from lt_lightning.data.samplers import EpochSampler
+from lt_lightning.data.samplers import EpochSampler, permutation_draw
 
 __all__ = [
     "ClassAwareSampler",
@@ -290,9 +290,7 @@ class DeferredResampler(ClassProbabilitySampler):
 
     def draw(self, generator: torch.Generator) -> Tensor:
         if self.mixing() == 0.0:
-            n = self.labels.numel()
-            reps = math.ceil(self.total_size / n)
-            return torch.cat([torch.randperm(n, generator=generator) for _ in range(reps)])[: self.total_size]
+            return permutation_draw(self.labels.numel(), self.total_size, generator)
         return super().draw(generator)
 
 
@@ -361,6 +359,6 @@ class ClassAwareSampler(EpochSampler):
                 continue
             needed = m * s
             n = images.numel()
-            walk = torch.cat([torch.randperm(n, generator=generator) for _ in range(math.ceil(needed / n))])[:needed]
+            walk = permutation_draw(n, needed, generator)
             out[slots] = images[walk].view(-1, s)
         return out.flatten()[: self.total_size]

@@ -114,6 +114,11 @@ def _pad_to(indices: Tensor, total_size: int) -> Tensor:
     return indices.repeat(reps)[:total_size]
 
 
+def permutation_draw(n: int, size: int, generator: torch.Generator) -> Tensor:
+    """``size`` indices from back-to-back random permutations of ``range(n)`` (each index once per permutation)."""
+    return torch.cat([torch.randperm(n, generator=generator) for _ in range(math.ceil(size / n))])[:size]
+
+
 class InstanceBalancedSampler(EpochSampler):
     """Instance-balanced sampling: a fresh random permutation every epoch (each image once per epoch).
 
@@ -123,10 +128,7 @@ class InstanceBalancedSampler(EpochSampler):
     """
 
     def draw(self, generator: torch.Generator) -> Tensor:
-        n = self.labels.numel()
-        reps = math.ceil(self.total_size / n)
-        perms = [torch.randperm(n, generator=generator) for _ in range(reps)]
-        return torch.cat(perms)[: self.total_size]
+        return permutation_draw(self.labels.numel(), self.total_size, generator)
 
 
 class UnpaddedDistributedSampler(DistributedSampler):
