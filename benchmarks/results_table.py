@@ -27,6 +27,33 @@ def _fmt(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.2f}"
 
 
+def lt_cli(stage: str, configs: list[str], out: Path, version: str, root: str | None, extra: list[str]) -> float:
+    """Run ``lt-lightning <stage>`` with CSV logs in ``<out>/<version>/``; return its wall time in seconds."""
+    logger = [
+        "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+        f"--trainer.logger.save_dir={out}",
+        "--trainer.logger.name=",
+        f"--trainer.logger.version={version}",
+        "--trainer.enable_progress_bar=false",
+    ]
+    data = [f"--data.init_args.root={root}"] if root else []
+    start = time.time()
+    subprocess.run([sys.executable, "-m", "lt_lightning", stage, *configs, *logger, *data, *extra], check=True)
+    return time.time() - start
+
+
+def read_report(directory: Path) -> dict:
+    """Top-1 and many/medium/few accuracy from the ``per_class_accuracy.json`` a test run wrote in ``directory``."""
+    report = json.loads((directory / "per_class_accuracy.json").read_text())
+    groups = report["groups"]
+    return {
+        "acc": report["scalars"]["acc"],
+        "many": groups["many"]["acc"],
+        "medium": groups["medium"]["acc"],
+        "few": groups["few"]["acc"],
+    }
+
+
 def run_method(args: argparse.Namespace, method: str) -> dict:
     """Fit and test one method (or read its cached report); return its numbers."""
     config = REPO / "configs" / "experiments" / args.dataset / f"{method}.yaml"
@@ -37,23 +64,12 @@ def run_method(args: argparse.Namespace, method: str) -> dict:
     if result_file.is_file():
         return json.loads(result_file.read_text())
     configs = ["-c", str(config)] + (["-c", str(args.budget)] if args.budget else [])
-    logger = ["--trainer.logger=lightning.pytorch.loggers.CSVLogger", f"--trainer.logger.save_dir={out}",
-              "--trainer.logger.name=", "--trainer.enable_progress_bar=false"]
-    data = [f"--data.init_args.root={args.root}"] if args.root else []
-    base = [sys.executable, "-m", "lt_lightning"]
-    start = time.time()
-    subprocess.run([*base, "fit", *configs, *logger, "--trainer.logger.version=fit", *data, *args.extra], check=True)
-    fit_wall = time.time() - start
+    fit_wall = lt_cli("fit", configs, out, "fit", args.root, list(args.extra))
     ckpt = out / "fit" / "checkpoints" / "last.ckpt"
-    test = [*base, "test", *configs, *logger, "--trainer.logger.version=test", *data, f"--ckpt_path={ckpt}"]
-    subprocess.run(test, check=True)
-    report = json.loads((out / "test" / "per_class_accuracy.json").read_text())
+    lt_cli("test", configs, out, "test", args.root, [f"--ckpt_path={ckpt}"])
     result = {
         "method": method,
-        "acc": report["scalars"]["acc"],
-        "many": report["groups"]["many"]["acc"],
-        "medium": report["groups"]["medium"]["acc"],
-        "few": report["groups"]["few"]["acc"],
+        **read_report(out / "test"),
         "fit_wall_s": round(fit_wall, 1),
         "config": str(config.relative_to(REPO)),
     }

@@ -28,11 +28,12 @@ from torch import Tensor, nn
 
 from lt_lightning.backbones.base import Backbone
 from lt_lightning.heads.linear import LinearHead
+from lt_lightning.heads.lws import LWSHead
 from lt_lightning.losses._checks import check_finite_loss
 from lt_lightning.losses.cross_entropy import CrossEntropyLoss
 from lt_lightning.metrics import LongTailAccuracy
 from lt_lightning.output import ModelOutput, as_output
-from lt_lightning.prior import broadcast_class_counts, validate_class_counts
+from lt_lightning.prior import ClassPriorAware, broadcast_class_counts, validate_class_counts
 
 HeadCallable = Callable[[int, int], nn.Module]
 
@@ -109,6 +110,10 @@ class LongTailModule(LightningModule):
         #: ``[C]`` subtracted from the logits in ``test_step`` / ``predict_step`` (post-hoc adjustment, e.g.
         #: ``tau * log(pi)`` set by :class:`~lt_lightning.callbacks.posthoc_logit_adjustment.PostHocLogitAdjustment`).
         self.test_logit_offset: Tensor | None = None
+        #: a head that replaces :attr:`classifier` in ``test_step`` / ``predict_step`` when set (a prediction rule
+        #: applied at test time to a trained model: τ-normalisation, nearest class mean). Set and cleared by callbacks.
+        self.test_head: nn.Module | None = None
+        self.set_criterion_override(None)
         self.last_test_results: dict[str, Tensor] = {}
         broadcast_class_counts(self, self.class_counts)
 
@@ -119,7 +124,31 @@ class LongTailModule(LightningModule):
         self.class_counts.copy_(counts)
         broadcast_class_counts(self, self.class_counts)
 
+    def set_criterion_override(self, criterion: nn.Module | None) -> None:
+        """Train with ``criterion`` instead of :attr:`criterion` (``None``: back to it).
+
+        Used by a training stage that changes the loss (classifier re-training trains with cross-entropy). The
+        override is deliberately not a sub-module: the module's ``state_dict`` -- hence checkpoints written before and
+        after the stage -- keeps the same keys. It is moved to the module's device and told the class counts.
+        """
+        if criterion is not None:
+            criterion = criterion.to(self.class_counts.device)
+            broadcast_class_counts(criterion, self.class_counts)
+            if isinstance(criterion, ClassPriorAware):
+                criterion.set_class_counts(self.class_counts)
+        object.__setattr__(self, "criterion_override", criterion)
+
+    @property
+    def training_criterion(self) -> nn.Module:
+        """The loss ``training_step`` uses: the override when one is set, else :attr:`criterion`."""
+        override = self.__dict__.get("criterion_override")
+        return self.criterion if override is None else override
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("state_dict", {})
+        if "classifier.scales" in state and not isinstance(self.classifier, LWSHead):
+            # written after (or during) a learnable-weight-scaling stage: give the classifier the same structure
+            self.classifier = LWSHead.wrap(self.classifier, self.num_classes)
         counts = checkpoint.get("state_dict", {}).get("class_counts")
         if counts is not None:
             broadcast_class_counts(self, counts.to(self.class_counts.device, torch.float32))
@@ -132,7 +161,7 @@ class LongTailModule(LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
         output = self(x)
-        loss = self.criterion(output, y)
+        loss = self.training_criterion(output, y)
         n = self.finite_check_every_n_steps
         if n and self.global_step % n == 0:
             check_finite_loss(loss, self.global_step, y)
@@ -144,8 +173,12 @@ class LongTailModule(LightningModule):
         self.val_metric.update(self(x).logits, y)
 
     def test_logits(self, x: Tensor) -> Tensor:
-        """Logits used for test and predict: ``forward(x).logits`` minus :attr:`test_logit_offset` when set."""
-        logits = self(x).logits
+        """Logits used for test and predict: ``forward(x).logits`` -- or ``test_head(features)`` when
+        :attr:`test_head` is set -- minus :attr:`test_logit_offset` when set."""
+        output = self(x)
+        if self.test_head is not None:
+            output = as_output(self.test_head(output.features), output.features)
+        logits = output.logits
         if self.test_logit_offset is not None:
             logits = logits - self.test_logit_offset.to(logits)
         return logits

@@ -59,3 +59,42 @@ class EvalCountsProbe(Callback):
         out = Path(self.out_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
+def _state_hash(module: torch.nn.Module) -> str:
+    """SHA-1 of every tensor of ``module``'s state_dict (weights and BatchNorm statistics), bit-exact."""
+    digest = hashlib.sha1()
+    for key, value in sorted(module.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+class StageProbe(Callback):
+    """Per rank and epoch: this rank's sampled training indices, bit-exact hashes of the backbone and classifier,
+    whether the backbone is trainable; written to ``rank<R>.json`` at the end of the fit."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = out_dir
+        self.epochs: dict[int, dict[str, Any]] = {}
+        self.start: dict[str, str] = {}
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.start = {"backbone": _state_hash(pl_module.backbone), "classifier": _state_hash(pl_module.classifier)}
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        sampler = trainer.train_dataloader.sampler
+        self.epochs[trainer.current_epoch] = {
+            "indices": list(iter(sampler)),
+            "backbone": _state_hash(pl_module.backbone),
+            "classifier": _state_hash(pl_module.classifier),
+            "backbone_trainable": any(p.requires_grad for p in pl_module.backbone.parameters()),
+            "backbone_training": pl_module.backbone.training,
+        }
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        record = {"rank": trainer.global_rank, "world_size": trainer.world_size, "start": self.start}
+        record["epochs"] = {str(k): v for k, v in self.epochs.items()}
+        out = Path(self.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))

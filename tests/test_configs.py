@@ -31,6 +31,8 @@ COMPOSITIONS: list[tuple[str, ...]] = [
     ("trainer/imagenet_90ep.yaml", "data/places_lt.yaml", "model/ce_resnext50.yaml"),
     ("trainer/digits_30ep.yaml", "data/folder_lt.yaml", "model/ce_resnet32.yaml"),
 ]
+#: configs whose method acts at test time (a sweep on validation, a replaced head, the TDE effect)
+TEST_TIME = re.compile(r"TauNormalization|NearestClassMean|PostHocLogitAdjustment|CausalHead")
 FAST = ["--trainer.fast_dev_run", "true", "--trainer.enable_progress_bar", "false", "--trainer.accelerator", "cpu"]
 
 
@@ -108,6 +110,10 @@ def _run(files: list[Path], request, tmp_path, monkeypatch) -> None:
     assert cli.trainer.state.finished
     assert cli.model.class_counts.tolist() == cli.datamodule.class_counts
     assert "val/acc" in cli.trainer.callback_metrics
+    if TEST_TIME.search("\n".join(f.read_text() for f in files)):
+        # the config changes the prediction rule at test time: run `test` through it as well
+        cli = main(["test", *args, *FAST, *_data_overrides(_data_class(files), request)])
+        assert "test/acc" in cli.trainer.callback_metrics
 
 
 @pytest.mark.parametrize("config", STANDALONE, ids=_rel)

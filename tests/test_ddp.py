@@ -69,3 +69,71 @@ def test_ddp_fit_and_exact_test_metric_equal_one_process(tmp_path: Path) -> None
         assert rank["correct"] == one["correct"]
         for key in ("test/acc", "test/acc_balanced", "test/acc_many", "test/acc_medium", "test/acc_few"):
             assert rank["logged"][key] == pytest.approx(one["logged"][key], abs=1e-6)
+
+
+STAGE_PROBE = "tests.ddp_probe.StageProbe"
+CRT = REPO / "configs" / "experiments" / "digits_lt" / "crt.yaml"
+
+
+def _stage_override(tmp_path: Path, name: str, retraining: str, max_epochs: int, out: Path) -> Path:
+    """A YAML replacing crt.yaml's callbacks: the given ClassifierRetraining init_args, and the stage probe."""
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(
+        "trainer:\n"
+        f"  max_epochs: {max_epochs}\n"
+        "  limit_train_batches: 3\n"
+        "  limit_val_batches: 2\n"
+        "  logger: false\n"
+        "  callbacks:\n"
+        "    - class_path: lt_lightning.callbacks.classifier_retraining.ClassifierRetraining\n"
+        f"      init_args: {retraining}\n"
+        "    - class_path: lightning.pytorch.callbacks.ModelCheckpoint\n"
+        f"      init_args: {{dirpath: {tmp_path / name}, save_last: true}}\n"
+        f"    - class_path: {STAGE_PROBE}\n"
+        f"      init_args: {{out_dir: {out}}}\n"
+    )
+    return path
+
+
+def _ranks(out: Path, n: int = 2) -> list[dict]:
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in range(n)]
+
+
+def test_ddp_classifier_retraining_switch_and_init_from(tmp_path: Path) -> None:
+    import torch
+
+    from lt_lightning.data.digits import DigitsLTDataModule
+    from lt_lightning.data.staged import StagedSampler
+
+    # 1) one fit under DDP (find_unused_parameters): epoch 0 joint, epoch 1 the cRT stage
+    out = tmp_path / "switch"
+    cfg = _stage_override(tmp_path, "switch", "{method: crt, epochs: 1}", 2, out)
+    ddp = [*_ddp(2)[:-1], "ddp_find_unused_parameters_true"]
+    _cli(["fit", "-c", str(CRT), "-c", str(cfg), *ddp], tmp_path)
+    r0, r1 = _ranks(out)
+    labels = DigitsLTDataModule().train_labels
+    staged = StagedSampler(labels, num_replicas=2, rank=0, seed=0, switch_epoch=1)
+    for epoch in ("0", "1"):
+        a, b = r0["epochs"][epoch], r1["epochs"][epoch]
+        # the ranks' shards interleave to the stage's global draw (instance-balanced, then class-balanced)
+        merged = [i for pair in zip(a["indices"], b["indices"], strict=True) for i in pair]
+        assert merged == staged.global_indices(int(epoch)).tolist()
+        # every rank holds the same weights after each epoch
+        assert a["classifier"] == b["classifier"] and a["backbone"] == b["backbone"]
+    assert r0["epochs"]["0"]["backbone_trainable"] and r0["epochs"]["0"]["backbone_training"]
+    assert not r0["epochs"]["1"]["backbone_trainable"] and not r0["epochs"]["1"]["backbone_training"]
+    # the stage left the backbone (weights and BatchNorm statistics) bit-identical, and trained the classifier
+    assert r0["epochs"]["1"]["backbone"] == r0["epochs"]["0"]["backbone"]
+    assert r0["epochs"]["1"]["classifier"] != r0["epochs"]["0"]["classifier"]
+
+    # 2) a second fit from that checkpoint under plain DDP: LWS on the frozen model
+    ckpt = tmp_path / "switch" / "last.ckpt"
+    assert ckpt.is_file()
+    out2 = tmp_path / "init_from"
+    cfg2 = _stage_override(tmp_path, "init_from", f"{{method: lws, init_from: {ckpt}}}", 1, out2)
+    _cli(["fit", "-c", str(CRT), "-c", str(cfg2), *_ddp(2)], tmp_path)
+    s0, s1 = _ranks(out2)
+    assert s0["epochs"]["0"]["classifier"] == s1["epochs"]["0"]["classifier"] != s0["start"]["classifier"]
+    assert s0["epochs"]["0"]["backbone"] == s1["epochs"]["0"]["backbone"] == s0["start"]["backbone"]
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    assert not torch.equal(state["classifier.fc.weight"], torch.zeros(1))  # a real stage-1 classifier was loaded

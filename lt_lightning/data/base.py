@@ -288,6 +288,28 @@ class LongTailDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self._eval_loader("test_dataset")
 
+    def train_eval_dataloader(self) -> DataLoader:
+        """The training set for evaluation: every image once, in order, ``eval_batch_size``, no augmentation.
+
+        Sharded like the evaluation loaders (an :class:`UnpaddedDistributedSampler`: process ``r`` gets
+        ``range(r, N, world)``, nothing repeated), for statistics of the training features such as class means
+        (NCM). Its batches get no augmentation from :meth:`on_after_batch_transfer` as long as the trainer is not
+        training (``trainer.test`` / ``validate`` / ``predict``, or no trainer). Call :meth:`setup` first.
+
+        A datamodule whose ``train_dataset`` augments on its own (a dataset with ``train = True``, e.g. an
+        :class:`~lt_lightning.data.image_files.ImageFileDataset` with its random resized crop) must override this
+        with a loader over the training images through its evaluation pipeline; otherwise a warning says that the
+        images are augmented.
+        """
+        if getattr(self._require("train_dataset"), "train", False) is True:
+            from lightning.pytorch.utilities import rank_zero_warn  # local: this method is the only user here
+
+            rank_zero_warn(
+                f"{type(self).__name__}.train_eval_dataloader: train_dataset applies its training augmentation "
+                "(train=True), so these 'evaluation' images are augmented; override train_eval_dataloader"
+            )
+        return self._eval_loader("train_dataset")
+
     # ------------------------------------------------------------------ device-side pipeline
     @property
     def augmentation(self) -> DeviceAugmentation:

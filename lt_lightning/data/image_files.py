@@ -38,11 +38,12 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from lt_lightning.data.base import LongTailDataModule, SamplerFactory
+from lt_lightning.data.samplers import UnpaddedDistributedSampler
 
 ON_ERROR_CHOICES = ("raise", "skip")
 
@@ -345,6 +346,20 @@ class ImageFileDataModule(LongTailDataModule):
             on_error=self.on_error,
             resize_size=self.resize_size,
         )
+
+    def train_eval_dataloader(self) -> DataLoader:
+        """The (readable) training images once each through the evaluation pipeline (resize + centre crop)."""
+        train = self._require("train_dataset")
+        dataset = ImageFileDataset(
+            train.paths,
+            train.labels,
+            image_size=self.image_size,
+            train=False,
+            on_error=self.on_error,
+            resize_size=self.resize_size,
+        )
+        num_replicas, rank = self._world()
+        return self._loader(dataset, self.eval_batch_size, UnpaddedDistributedSampler(len(dataset), num_replicas, rank))
 
     def _checked_dataset(self, split: str) -> ImageFileDataset:
         dataset = self.build_dataset(split)

@@ -1,6 +1,10 @@
 """Classifier heads, built by the module as ``head(in_features, num_classes)``."""
 
+from lt_lightning.heads.causal import CausalHead
 from lt_lightning.heads.cosine import CosineHead
 from lt_lightning.heads.linear import LinearHead
+from lt_lightning.heads.lws import LWSHead
+from lt_lightning.heads.ncm import NCMHead
+from lt_lightning.heads.tau_norm import TauNormHead
 
-__all__ = ["CosineHead", "LinearHead"]
+__all__ = ["CausalHead", "CosineHead", "LinearHead", "LWSHead", "NCMHead", "TauNormHead"]

@@ -334,3 +334,17 @@ def test_unreadable_images_skipped_with_one_warning(tmp_path: Path) -> None:
         warnings.simplefilter("error", RuntimeWarning)  # nothing left to skip while loading
         x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (9, 3, 16, 16) and sorted(y.tolist()) == [0] * 5 + [1] * 2 + [2] * 2
+
+
+def test_train_eval_dataloader_reads_the_training_images_without_augmentation(tmp_path: Path) -> None:
+    # NCM's class means need the training images through the evaluation pipeline, even with augment=True
+    files = make_tree(tmp_path)
+    dm = _tiny_dm(tmp_path, files)
+    dm.setup("fit")
+    assert dm.train_dataset.train is True
+    loader = dm.train_eval_dataloader()
+    assert loader.dataset.train is False and loader.dataset.paths == dm.train_dataset.paths
+    first = torch.cat([x for x, _ in loader])
+    again = torch.cat([x for x, _ in dm.train_eval_dataloader()])
+    assert torch.equal(first, again)  # deterministic: no random crop or flip
+    assert torch.equal(torch.cat([y for _, y in loader]), dm.train_labels)

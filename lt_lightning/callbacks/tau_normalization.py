@@ -1,0 +1,189 @@
+"""τ-normalisation of a trained linear classifier at test time, with ``τ`` chosen by a sweep on the validation set.
+
+Kang et al., "Decoupling Representation and Classifier for Long-Tailed Recognition", ICLR 2020, Sec. 4: rescale the
+class vectors of a jointly trained classifier to ``w_c / ||w_c||^τ`` (:func:`~lt_lightning.heads.tau_norm.
+tau_normalized_weight`). Before testing (or predicting), this callback runs the backbone once over the
+**validation** loader, evaluates every ``τ`` of the grid on those features (per-class correct counts per ``τ``,
+summed over processes, so the sweep is exact under DDP), picks the ``τ`` with the best class-balanced validation
+accuracy (ties: the smallest ``τ``) and sets the module's :attr:`~lt_lightning.module.LongTailModule.test_head` to
+:meth:`TauNormHead.from_linear(classifier, τ) <lt_lightning.heads.tau_norm.TauNormHead.from_linear>`; the head is
+removed after the test. The test set is never looked at to choose ``τ``. The curve is written to
+``<log_dir>/<filename>.json`` and ``test/tau_norm_tau`` is logged. With ``tau`` given, no sweep runs.
+
+The classifier must be linear (``logits = W f + b`` with its ``weight`` ``[C, D]``), e.g. a
+:class:`~lt_lightning.heads.linear.LinearHead`; this is checked on a probe batch, so a cosine or otherwise
+normalised head is refused with a clear message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from lt_lightning.callbacks.nearest_class_mean import check_test_head_module, eval_features
+from lt_lightning.heads.tau_norm import TauNormHead, _linear_bias, tau_normalized_weight
+from lt_lightning.metrics.long_tail_accuracy import (
+    long_tail_accuracy_compute,
+    long_tail_accuracy_update,
+    shot_group_masks,
+)
+from lt_lightning.output import ModelOutput
+from lt_lightning.posthoc import DEFAULT_TAUS, _check_tau
+
+CURVE_KEYS: tuple[str, ...] = ("acc", "acc_balanced", "acc_many", "acc_medium", "acc_few")
+
+
+def linear_classifier_parameters(classifier: nn.Module) -> tuple[Tensor, Tensor | None]:
+    """``(weight [C, D], bias [C] or None)`` of a linear classifier; ``ValueError`` for any other head.
+
+    Linearity is checked on a random probe: ``classifier(f)`` must equal ``F.linear(f, weight, bias)``.
+    """
+    weight = getattr(classifier, "weight", None)
+    if not isinstance(weight, Tensor) or weight.ndim != 2:
+        raise ValueError(
+            f"τ-norm applies to a linear classifier with a `weight` [C, D]; {type(classifier).__name__} has none"
+        )
+    bias = _linear_bias(classifier)
+    generator = torch.Generator().manual_seed(0)
+    probe = torch.randn(4, weight.shape[1], generator=generator).to(weight)
+    with torch.no_grad():
+        out = classifier(probe)
+        expected = F.linear(probe, weight, bias)
+    if isinstance(out, ModelOutput):
+        out = out.logits
+    tolerance = 1e-3 * float(expected.abs().max().clamp(min=1.0))
+    if (
+        not isinstance(out, Tensor)
+        or out.shape != expected.shape
+        or not torch.allclose(out.float(), expected.float(), rtol=1e-3, atol=tolerance)
+    ):
+        raise ValueError(
+            f"τ-norm applies to a linear classifier (logits = W f + b), but {type(classifier).__name__}'s logits are "
+            "not `F.linear(features, weight, bias)` (a cosine / normalised / multi-expert head has nothing to "
+            "τ-normalise)"
+        )
+    return weight, bias
+
+
+class TauNormalization(Callback):
+    """Test (and predict) with the τ-normalised classifier; ``τ`` from a validation sweep unless given.
+
+    Args:
+        taus: the grid of the sweep (default ``0, 0.1, ..., 2``), each ``>= 0``.
+        tau: a fixed ``τ >= 0`` (no sweep).
+        filename: name (without ``.json``) of the sweep curve written into the run's log dir.
+        keep_bias: keep the classifier's bias (``False``: score with the normalised weights only, as the authors'
+            released notebook does).
+    """
+
+    def __init__(
+        self,
+        taus: Sequence[float] | None = None,
+        tau: float | None = None,
+        filename: str = "tau_norm_sweep",
+        keep_bias: bool = True,
+    ) -> None:
+        self.taus = tuple(_check_tau(float(t)) for t in (DEFAULT_TAUS if taus is None else taus))
+        if not self.taus:
+            raise ValueError("taus must not be empty")
+        self.tau = None if tau is None else _check_tau(tau)
+        if not filename or os.sep in filename:
+            raise ValueError(f"filename must be a plain file name, got {filename!r}")
+        self.filename = filename
+        self.keep_bias = bool(keep_bias)
+        self.chosen_tau: float | None = None
+        self.curve: dict[str, list[float]] = {}
+
+    def _validation_counts(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, weight: Tensor, bias: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """``correct[T, C]`` and ``total[C]`` of the τ-normalised validation predictions, summed over processes."""
+        datamodule = trainer.datamodule
+        if datamodule is None or not hasattr(datamodule, "val_dataloader"):
+            raise ValueError("TauNormalization needs a datamodule with a validation set to choose tau (or give `tau`)")
+        if getattr(datamodule, "val_dataset", None) is None:
+            datamodule.setup("validate")
+        c = pl_module.num_classes
+        weights = [tau_normalized_weight(weight.detach(), tau) for tau in self.taus]
+        correct = torch.zeros(len(self.taus), c, dtype=torch.long, device=pl_module.device)
+        total = torch.zeros(c, dtype=torch.long, device=pl_module.device)
+        for features, y in eval_features(trainer, pl_module, datamodule.val_dataloader()):
+            features = features.to(weight)
+            for i, w in enumerate(weights):
+                correct[i] += long_tail_accuracy_update(F.linear(features, w, bias), y, c)[0]
+            total.index_add_(0, y.long(), torch.ones_like(y, dtype=torch.long))
+        correct = trainer.strategy.reduce(correct, reduce_op="sum")
+        total = trainer.strategy.reduce(total, reduce_op="sum")
+        if int(total.sum()) == 0:
+            raise ValueError("the validation set is empty: TauNormalization cannot choose tau (give `tau`)")
+        return correct, total
+
+    def _install(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        check_test_head_module(pl_module, "TauNormalization")
+        classifier = getattr(pl_module, "classifier", None)
+        if not isinstance(classifier, nn.Module):
+            raise ValueError("TauNormalization needs the module's trained `classifier` (a linear head)")
+        weight, bias = linear_classifier_parameters(classifier)
+        if not self.keep_bias:
+            bias = None
+        if weight.shape[0] != pl_module.num_classes:
+            raise ValueError(f"classifier weight has {weight.shape[0]} rows but num_classes={pl_module.num_classes}")
+        if self.tau is not None:
+            self.chosen_tau = self.tau
+        else:
+            correct, total = self._validation_counts(
+                trainer, pl_module, weight, None if bias is None else bias.detach()
+            )
+            counts = getattr(pl_module, "class_counts", None)
+            groups = None
+            if counts is not None:
+                hparams = getattr(pl_module, "hparams", {})
+                groups = shot_group_masks(
+                    counts.long(), hparams.get("many_threshold", 100), hparams.get("few_threshold", 20)
+                )
+            results = [long_tail_accuracy_compute(correct[i], total, groups) for i in range(len(self.taus))]
+            self.curve = {"tau": list(self.taus)} | {k: [float(r[k]) for r in results] for k in CURVE_KEYS}
+            balanced = torch.tensor(self.curve["acc_balanced"], dtype=torch.float64)
+            best = balanced == balanced.max()
+            self.chosen_tau = min(t for t, is_best in zip(self.taus, best.tolist(), strict=True) if is_best)
+            self._write_curve(trainer)
+        pl_module.test_head = TauNormHead.from_linear(classifier, self.chosen_tau, keep_bias=bias is not None)
+        rank_zero_info(
+            f"TauNormalization: tau = {self.chosen_tau}"
+            + (" (given)" if self.tau is not None else " (chosen on the validation set)")
+        )
+
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._install(trainer, pl_module)
+
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._install(trainer, pl_module)
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.chosen_tau is not None:
+            pl_module.log("test/tau_norm_tau", float(self.chosen_tau))
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        pl_module.test_head = None
+
+    def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        pl_module.test_head = None
+
+    def _write_curve(self, trainer: pl.Trainer) -> None:
+        directory = trainer.log_dir or trainer.default_root_dir
+        if trainer.is_global_zero and directory:
+            os.makedirs(directory, exist_ok=True)
+            path = os.path.join(directory, f"{self.filename}.json")
+            curve = {k: [None if v != v else v for v in values] for k, values in self.curve.items()}  # NaN -> null
+            with open(path, "w") as f:
+                json.dump(
+                    {"chosen_tau": self.chosen_tau, "criterion": "acc_balanced (validation)", **curve}, f, indent=1
+                )
