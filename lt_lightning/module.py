@@ -17,6 +17,7 @@ path by which losses, heads, metrics and callbacks learn the class prior: every
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -106,6 +107,15 @@ class LongTailModule(LightningModule):
         self.register_buffer("class_counts", counts)
         self.val_metric = LongTailAccuracy(num_classes, counts, many_threshold, few_threshold)
         self.test_metric = LongTailAccuracy(num_classes, counts, many_threshold, few_threshold)
+        # per-expert accuracy of a multi-expert head (RIDE, SADE, ...), logged beside the ensemble's
+        num_experts = int(getattr(self.classifier, "num_experts", 1))
+        experts = num_experts if num_experts > 1 else 0
+        self.val_expert_metrics = nn.ModuleList(
+            LongTailAccuracy(num_classes, counts, many_threshold, few_threshold) for _ in range(experts)
+        )
+        self.test_expert_metrics = nn.ModuleList(
+            LongTailAccuracy(num_classes, counts, many_threshold, few_threshold) for _ in range(experts)
+        )
         self.last_val_results: dict[str, Tensor] = {}
         #: ``[C]`` subtracted from the logits in ``test_step`` / ``predict_step`` (post-hoc adjustment, e.g.
         #: ``tau * log(pi)`` set by :class:`~lt_lightning.callbacks.posthoc_logit_adjustment.PostHocLogitAdjustment`).
@@ -113,6 +123,9 @@ class LongTailModule(LightningModule):
         #: a head that replaces :attr:`classifier` in ``test_step`` / ``predict_step`` when set (a prediction rule
         #: applied at test time to a trained model: τ-normalisation, nearest class mean). Set and cleared by callbacks.
         self.test_head: nn.Module | None = None
+        #: ``[E]`` weights of the experts' logits at test / predict time (test-time aggregation, e.g. SADE); the
+        #: ensemble's logits are then ``sum_e w_e z_e`` instead of the head's own combination.
+        self.test_expert_weights: Tensor | None = None
         self.set_criterion_override(None)
         self.last_test_results: dict[str, Tensor] = {}
         broadcast_class_counts(self, self.class_counts)
@@ -170,22 +183,41 @@ class LongTailModule(LightningModule):
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
-        self.val_metric.update(self(x).logits, y)
+        output = self(x)
+        self.val_metric.update(output.logits, y)
+        self._update_experts(self.val_expert_metrics, output, y)
+
+    def _update_experts(self, metrics: nn.ModuleList, output: ModelOutput, y: Tensor) -> None:
+        if len(metrics) and output.expert_logits is not None:
+            for metric, logits in zip(metrics, output.expert_logits, strict=True):
+                metric.update(logits, y)
+
+    def test_output(self, x: Tensor) -> ModelOutput:
+        """The forward pass used for test and predict, with the test-time rules (:attr:`test_expert_weights`,
+        :attr:`test_head`, :attr:`test_logit_offset`) applied to its ``logits``."""
+        output = self(x)
+        if self.test_expert_weights is not None:
+            if output.expert_logits is None:
+                raise ValueError("test_expert_weights is set but the classifier returns no expert_logits")
+            weights = self.test_expert_weights.to(output.expert_logits)
+            output = dataclasses.replace(output, logits=torch.einsum("e,ebc->bc", weights, output.expert_logits))
+        if self.test_head is not None:
+            output = dataclasses.replace(
+                output, logits=as_output(self.test_head(output.features), output.features).logits
+            )
+        if self.test_logit_offset is not None:
+            output = dataclasses.replace(output, logits=output.logits - self.test_logit_offset.to(output.logits))
+        return output
 
     def test_logits(self, x: Tensor) -> Tensor:
-        """Logits used for test and predict: ``forward(x).logits`` -- or ``test_head(features)`` when
-        :attr:`test_head` is set -- minus :attr:`test_logit_offset` when set."""
-        output = self(x)
-        if self.test_head is not None:
-            output = as_output(self.test_head(output.features), output.features)
-        logits = output.logits
-        if self.test_logit_offset is not None:
-            logits = logits - self.test_logit_offset.to(logits)
-        return logits
+        """Logits used for test and predict: :meth:`test_output`'s ``logits``."""
+        return self.test_output(x).logits
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
-        self.test_metric.update(self.test_logits(x), y)
+        output = self.test_output(x)
+        self.test_metric.update(output.logits, y)
+        self._update_experts(self.test_expert_metrics, output, y)
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
@@ -197,15 +229,23 @@ class LongTailModule(LightningModule):
         # Values come from a metric whose states are already summed over processes: identical on every rank.
         self.log_dict(scalars, sync_dist=False, rank_zero_only=False)
 
+    def _log_experts(self, stage: str, metrics: nn.ModuleList) -> None:
+        for i, metric in enumerate(metrics):
+            results = metric.compute()
+            metric.reset()
+            self._log_results(stage, {f"expert{i}_{k}": v for k, v in results.items()})
+
     def on_validation_epoch_end(self) -> None:
         self.last_val_results = self.val_metric.compute()
         self.val_metric.reset()
         self._log_results("val", self.last_val_results)
+        self._log_experts("val", self.val_expert_metrics)
 
     def on_test_epoch_end(self) -> None:
         self.last_test_results = self.test_metric.compute()
         self.test_metric.reset()
         self._log_results("test", self.last_test_results)
+        self._log_experts("test", self.test_expert_metrics)
 
     # ------------------------------------------------------------------ optimisation
     def trainable_parameters(self) -> list[nn.Parameter]:

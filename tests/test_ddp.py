@@ -137,3 +137,25 @@ def test_ddp_classifier_retraining_switch_and_init_from(tmp_path: Path) -> None:
     assert s0["epochs"]["0"]["backbone"] == s1["epochs"]["0"]["backbone"] == s0["start"]["backbone"]
     state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     assert not torch.equal(state["classifier.fc.weight"], torch.zeros(1))  # a real stage-1 classifier was loaded
+
+
+def test_ddp_nearest_class_mean_and_tau_norm_equal_one_process(tmp_path: Path) -> None:
+    # class means summed over processes and the τ sweep's counts summed over processes: the test metric of 2
+    # processes equals one process on the same checkpoint
+    fit = ["fit", "-c", str(QUICKSTART), "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "4"]
+    _cli([*fit, "--trainer.accelerator", "cpu", "--trainer.devices", "1"], tmp_path)
+    ckpt = tmp_path / "logs" / "quickstart" / "checkpoints" / "last.ckpt"
+    for callback in ("lt_lightning.callbacks.NearestClassMean", "lt_lightning.callbacks.TauNormalization"):
+
+        def test_run(devices: int, callback: str = callback) -> dict:
+            out = tmp_path / f"{callback.rsplit('.', 1)[1]}{devices}"
+            strategy = _ddp(devices) if devices > 1 else ["--trainer.accelerator", "cpu", "--trainer.devices", "1"]
+            extra = [f"--trainer.callbacks+={callback}", "--trainer.callbacks+=" + PROBE]
+            extra += ["--trainer.callbacks.out_dir", str(out)]
+            _cli(["test", "-c", str(QUICKSTART), "--ckpt_path", str(ckpt), *strategy, *extra], tmp_path)
+            return json.loads((out / "rank0.json").read_text())
+
+        two, one = test_run(2), test_run(1)
+        assert two["total"] == one["total"] == [40] * 10
+        assert two["correct"] == one["correct"], callback
+        assert two["logged"]["test/acc"] == pytest.approx(one["logged"]["test/acc"], abs=1e-6)

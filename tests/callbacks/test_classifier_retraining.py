@@ -270,7 +270,7 @@ def test_init_from_a_checkpoint_of_other_classes_is_refused(tmp_path: Path) -> N
 
 # ---------------------------------------------------------------------------------------------- resume
 @pytest.mark.parametrize("method", ["crt", "lws"])
-@pytest.mark.parametrize("stop_after", [1, 2, 3])  # before the switch, right after it, inside the stage
+@pytest.mark.parametrize("stop_after", [1, 2, 3])  # in stage 1, at the switch boundary, inside the stage
 def test_resume_across_the_switch_equals_the_uninterrupted_run(tmp_path: Path, method: str, stop_after: int) -> None:
     _, full, full_rec = _fit([ClassifierRetraining(method, epochs=2)], tmp_path / "full", validate=False)
     trainer, _, _ = _fit([ClassifierRetraining(method, epochs=2), StopAfter(stop_after)], tmp_path / "a")
