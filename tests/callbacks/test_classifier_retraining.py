@@ -305,3 +305,16 @@ def test_in_fit_stage_under_plain_ddp_asks_for_find_unused_parameters() -> None:
     ClassifierRetraining()._check_strategy(
         L.Trainer(accelerator="cpu", devices=2, strategy="ddp_find_unused_parameters_true", logger=False)
     )
+
+
+@pytest.mark.parametrize("method", ["crt", "lws"])
+def test_resume_of_a_stage2_fit_from_init_from(tmp_path: Path, method: str) -> None:
+    path, _ = _stage1_checkpoint(tmp_path)
+    callback = functools.partial(ClassifierRetraining, method, init_from=str(path))
+    _, full, full_rec = _fit([callback()], tmp_path / "full", max_epochs=3, validate=False)
+    trainer, _, _ = _fit([callback(), StopAfter(1)], tmp_path / "a", max_epochs=3)
+    ckpt = tmp_path / "stopped.ckpt"
+    trainer.save_checkpoint(ckpt)
+    _, resumed, rec = _fit([callback()], tmp_path / "b", max_epochs=3, ckpt_path=str(ckpt))
+    _assert_equal_states(full.state_dict(), resumed.state_dict())
+    assert rec.lrs[2] == pytest.approx(full_rec.lrs[2])
