@@ -11,8 +11,6 @@ and ``test/posthoc_tau`` is logged. With ``tau`` given, no sweep runs.
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Sequence
 
 import lightning.pytorch as pl
@@ -21,9 +19,9 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
+from lt_lightning.callbacks._sweep import check_sweep_arguments, write_sweep_curve
 from lt_lightning.losses.logit_adjustment import log_prior_from_counts
 from lt_lightning.metrics.long_tail_accuracy import long_tail_accuracy_compute, shot_group_masks
-from lt_lightning.posthoc import DEFAULT_TAUS, _check_tau
 
 
 class PostHocLogitAdjustment(Callback):
@@ -38,13 +36,7 @@ class PostHocLogitAdjustment(Callback):
     def __init__(
         self, taus: Sequence[float] | None = None, tau: float | None = None, filename: str = "posthoc_tau_sweep"
     ) -> None:
-        self.taus = tuple(_check_tau(float(t)) for t in (DEFAULT_TAUS if taus is None else taus))
-        if not self.taus:
-            raise ValueError("taus must not be empty")
-        self.tau = None if tau is None else _check_tau(tau)
-        if not filename or os.sep in filename:
-            raise ValueError(f"filename must be a plain file name, got {filename!r}")
-        self.filename = filename
+        self.taus, self.tau, self.filename = check_sweep_arguments(taus, tau, filename)
         self.chosen_tau: float | None = None
         self.curve: dict[str, list[float]] = {}
 
@@ -96,7 +88,11 @@ class PostHocLogitAdjustment(Callback):
             self.curve = {"tau": list(self.taus)} | {k: [float(r[k]) for r in results] for k in keys}
             balanced = torch.tensor(self.curve["acc_balanced"])
             self.chosen_tau = self.taus[int(torch.nonzero(balanced == balanced.max())[0])]
-            self._write_curve(trainer)
+            write_sweep_curve(
+                trainer,
+                self.filename,
+                {"chosen_tau": self.chosen_tau, "criterion": "acc_balanced (validation)", **self.curve},
+            )
         pl_module.test_logit_offset = self.chosen_tau * log_prior
         rank_zero_info(f"PostHocLogitAdjustment: tau = {self.chosen_tau} (chosen on the validation set)")
 
@@ -106,13 +102,3 @@ class PostHocLogitAdjustment(Callback):
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         pl_module.test_logit_offset = None
-
-    def _write_curve(self, trainer: pl.Trainer) -> None:
-        directory = trainer.log_dir or trainer.default_root_dir
-        if trainer.is_global_zero and directory:
-            os.makedirs(directory, exist_ok=True)
-            path = os.path.join(directory, f"{self.filename}.json")
-            with open(path, "w") as f:
-                json.dump(
-                    {"chosen_tau": self.chosen_tau, "criterion": "acc_balanced (validation)", **self.curve}, f, indent=1
-                )

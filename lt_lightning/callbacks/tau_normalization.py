@@ -17,8 +17,6 @@ normalised head is refused with a clear message.
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Sequence
 
 import lightning.pytorch as pl
@@ -28,6 +26,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from lt_lightning.callbacks._sweep import check_sweep_arguments, write_sweep_curve
 from lt_lightning.callbacks.nearest_class_mean import check_test_head_module, eval_features
 from lt_lightning.heads.tau_norm import TauNormHead, _linear_bias, tau_normalized_weight
 from lt_lightning.metrics.long_tail_accuracy import (
@@ -36,7 +35,6 @@ from lt_lightning.metrics.long_tail_accuracy import (
     shot_group_masks,
 )
 from lt_lightning.output import ModelOutput
-from lt_lightning.posthoc import DEFAULT_TAUS, _check_tau
 
 CURVE_KEYS: tuple[str, ...] = ("acc", "acc_balanced", "acc_many", "acc_medium", "acc_few")
 
@@ -91,13 +89,7 @@ class TauNormalization(Callback):
         filename: str = "tau_norm_sweep",
         keep_bias: bool = True,
     ) -> None:
-        self.taus = tuple(_check_tau(float(t)) for t in (DEFAULT_TAUS if taus is None else taus))
-        if not self.taus:
-            raise ValueError("taus must not be empty")
-        self.tau = None if tau is None else _check_tau(tau)
-        if not filename or os.sep in filename:
-            raise ValueError(f"filename must be a plain file name, got {filename!r}")
-        self.filename = filename
+        self.taus, self.tau, self.filename = check_sweep_arguments(taus, tau, filename)
         self.keep_bias = bool(keep_bias)
         self.chosen_tau: float | None = None
         self.curve: dict[str, list[float]] = {}
@@ -154,7 +146,11 @@ class TauNormalization(Callback):
             balanced = torch.tensor(self.curve["acc_balanced"], dtype=torch.float64)
             best = balanced == balanced.max()
             self.chosen_tau = min(t for t, is_best in zip(self.taus, best.tolist(), strict=True) if is_best)
-            self._write_curve(trainer)
+            write_sweep_curve(
+                trainer,
+                self.filename,
+                {"chosen_tau": self.chosen_tau, "criterion": "acc_balanced (validation)", **self.curve},
+            )
         pl_module.test_head = TauNormHead.from_linear(classifier, self.chosen_tau, keep_bias=bias is not None)
         rank_zero_info(
             f"TauNormalization: tau = {self.chosen_tau}"
@@ -176,14 +172,3 @@ class TauNormalization(Callback):
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         pl_module.test_head = None
-
-    def _write_curve(self, trainer: pl.Trainer) -> None:
-        directory = trainer.log_dir or trainer.default_root_dir
-        if trainer.is_global_zero and directory:
-            os.makedirs(directory, exist_ok=True)
-            path = os.path.join(directory, f"{self.filename}.json")
-            curve = {k: [None if v != v else v for v in values] for k, values in self.curve.items()}  # NaN -> null
-            with open(path, "w") as f:
-                json.dump(
-                    {"chosen_tau": self.chosen_tau, "criterion": "acc_balanced (validation)", **curve}, f, indent=1
-                )

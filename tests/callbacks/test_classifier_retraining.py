@@ -24,6 +24,7 @@ from lt_lightning.data.staged import StagedSampler
 from lt_lightning.data.synthetic import SyntheticLTDataModule
 from lt_lightning.heads.lws import LWSHead
 from lt_lightning.module import LongTailModule
+from tests.helpers import SaveMidEpoch, StopAfter
 
 MAX_EPOCHS = 4  # stage 1: epochs 0, 1; stage 2 (epochs=2): epochs 2, 3
 
@@ -69,24 +70,6 @@ class Record(L.Callback):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self.states[trainer.current_epoch] = copy.deepcopy(pl_module.state_dict())
-
-
-class StopAfter(L.Callback):
-    def __init__(self, epochs: int) -> None:
-        self.epochs = epochs
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if trainer.current_epoch + 1 >= self.epochs:
-            trainer.should_stop = True
-
-
-class SaveMidEpoch(L.Callback):
-    def __init__(self, epoch: int, path: Path) -> None:
-        self.epoch, self.path = epoch, path
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.current_epoch == self.epoch and batch_idx == 1:
-            trainer.save_checkpoint(self.path)
 
 
 def _module(dm: SyntheticLTDataModule) -> LongTailModule:
@@ -286,7 +269,7 @@ def test_resume_across_the_switch_equals_the_uninterrupted_run(tmp_path: Path, m
 @pytest.mark.filterwarnings("ignore:You're resuming from a checkpoint that ended before the epoch ended")
 def test_mid_stage_checkpoint_resumes_into_the_stage(tmp_path: Path) -> None:
     ckpt = tmp_path / "mid.ckpt"
-    _fit([ClassifierRetraining("crt", epochs=2), SaveMidEpoch(3, ckpt)], tmp_path / "a")
+    _fit([ClassifierRetraining("crt", epochs=2), SaveMidEpoch(3, ckpt, batch_idx=1)], tmp_path / "a")
     saved = torch.load(ckpt, weights_only=False)
     assert len(saved["optimizer_states"][0]["param_groups"][0]["params"]) == 2  # the classifier's weight and bias
     _, model, rec = _fit([ClassifierRetraining("crt", epochs=2)], tmp_path / "b", ckpt_path=str(ckpt))

@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lt_lightning.backbones.base import Backbone
 from lt_lightning.callbacks.deferred_reweighting import DeferredReweighting
 from lt_lightning.data.synthetic import SyntheticLTDataModule
 from lt_lightning.losses.base import LongTailLoss
@@ -26,6 +25,7 @@ from lt_lightning.losses.weighted import WeightedCrossEntropyLoss
 from lt_lightning.module import LongTailModule
 from lt_lightning.output import ModelOutput
 from lt_lightning.prior import ClassPriorAware
+from tests.helpers import SaveMidEpoch, StopAfter, TinyBackbone
 
 # counts [16, 8, 4] of the synthetic data below; effective-number weights with beta = 0.9 by hand:
 # (1 - b) / (1 - b^n) = 0.1 / (1 - 0.9^n), normalised to sum 3
@@ -60,16 +60,6 @@ class PlainCE(LongTailLoss):
         return F.cross_entropy(output.logits, target)
 
 
-class TinyBackbone(Backbone):
-    def __init__(self) -> None:
-        super().__init__()
-        self.num_features = 4
-        self.proj = nn.Linear(3 * 2 * 2, 4)
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        return self.proj(x.flatten(1))
-
-
 class RecordWeights(L.Callback):
     """The criterion's class weights at every training batch, per epoch."""
 
@@ -78,26 +68,6 @@ class RecordWeights(L.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self.weights.setdefault(trainer.current_epoch, []).append(pl_module.criterion.class_weights.clone())
-
-
-class StopAfter(L.Callback):
-    def __init__(self, epochs: int) -> None:
-        self.epochs = epochs
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if trainer.current_epoch + 1 >= self.epochs:
-            trainer.should_stop = True
-
-
-class SaveMidEpoch(L.Callback):
-    """Write a checkpoint after the first batch of ``epoch`` (a mid-epoch checkpoint)."""
-
-    def __init__(self, epoch: int, path: Path) -> None:
-        self.epoch, self.path = epoch, path
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.current_epoch == self.epoch and batch_idx == 0:
-            trainer.save_checkpoint(self.path)
 
 
 def _data() -> SyntheticLTDataModule:

@@ -7,37 +7,16 @@ from functools import partial
 import lightning as L
 import pytest
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from lt_lightning.backbones.base import Backbone
 from lt_lightning.callbacks.nearest_class_mean import NearestClassMean
 from lt_lightning.data.digits import DigitsLTDataModule
 from lt_lightning.data.samplers import UnpaddedDistributedSampler
 from lt_lightning.heads.ncm import NCMHead, class_feature_sums
 from lt_lightning.metrics import LongTailAccuracy
 from lt_lightning.module import LongTailModule
-
-
-class TinyBackbone(Backbone):
-    def __init__(self) -> None:
-        super().__init__()
-        self.num_features = 16
-        self.fc = nn.Linear(64, 16)
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        return torch.relu(self.fc(x.flatten(1)))
-
-
-def _trainer(tmp_path, callbacks=(), **kwargs) -> L.Trainer:
-    return L.Trainer(
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=list(callbacks),
-        default_root_dir=tmp_path,
-        **kwargs,
-    )
+from tests.helpers import TinyBackbone
+from tests.helpers import quiet_trainer as _trainer
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +24,10 @@ def trained(tmp_path_factory):
     L.seed_everything(0)
     dm = DigitsLTDataModule(batch_size=32, eval_batch_size=50)
     module = LongTailModule(
-        TinyBackbone(), dm.num_classes, dm.class_counts, optimizer=partial(torch.optim.SGD, lr=0.1, momentum=0.9)
+        TinyBackbone(64, 16, relu=True),
+        dm.num_classes,
+        dm.class_counts,
+        optimizer=partial(torch.optim.SGD, lr=0.1, momentum=0.9),
     )
     _trainer(tmp_path_factory.mktemp("fit"), max_epochs=2, limit_train_batches=10, limit_val_batches=0).fit(module, dm)
     return module, dm
@@ -116,7 +98,7 @@ def test_bad_arguments_and_datamodule(tmp_path) -> None:
     with pytest.raises(ValueError, match="metric"):
         NearestClassMean(metric="l1")  # type: ignore[arg-type]
     dm = DigitsLTDataModule(batch_size=32)
-    module = LongTailModule(TinyBackbone(), dm.num_classes, dm.class_counts)
+    module = LongTailModule(TinyBackbone(64, 16, relu=True), dm.num_classes, dm.class_counts)
     dm.setup()
     loaders = dict(dataloaders=dm.test_dataloader())  # no datamodule: no training images to average
     with pytest.raises(ValueError, match="train_eval_dataloader"):

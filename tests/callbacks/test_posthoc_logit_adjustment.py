@@ -8,24 +8,14 @@ from functools import partial
 import lightning as L
 import pytest
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from lt_lightning.backbones.base import Backbone
 from lt_lightning.callbacks.posthoc_logit_adjustment import PostHocLogitAdjustment
 from lt_lightning.data.synthetic import SyntheticLTDataModule
 from lt_lightning.metrics import LongTailAccuracy
 from lt_lightning.module import LongTailModule
 from lt_lightning.posthoc import adjust_logits, tau_sweep
-
-
-class TinyBackbone(Backbone):
-    def __init__(self) -> None:
-        super().__init__()
-        self.num_features = 16
-        self.fc = nn.Linear(3 * 8 * 8, 16)
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        return torch.relu(self.fc(x.flatten(1)))
+from tests.helpers import TinyBackbone
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +26,10 @@ def trained(tmp_path_factory):
         num_classes=5, n_max=60, imbalance_ratio=20, noise_std=90.0, val_per_class=30, test_per_class=30, batch_size=32
     )
     module = LongTailModule(
-        TinyBackbone(), dm.num_classes, dm.class_counts, optimizer=partial(torch.optim.SGD, lr=0.05)
+        TinyBackbone(3 * 8 * 8, 16, relu=True),
+        dm.num_classes,
+        dm.class_counts,
+        optimizer=partial(torch.optim.SGD, lr=0.05),
     )
     trainer = L.Trainer(
         max_epochs=4,

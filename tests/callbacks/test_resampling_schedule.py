@@ -14,30 +14,20 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from lt_lightning.backbones.base import Backbone
 from lt_lightning.callbacks.resampling_schedule import ResamplingSchedule
 from lt_lightning.data.resampling import ClassPowerSampler, DeferredResampler, ProgressiveSampler
 from lt_lightning.data.samplers import InstanceBalancedSampler
 from lt_lightning.data.synthetic import SyntheticLTDataModule
 from lt_lightning.module import LongTailModule
+from tests.helpers import StopAfter, TinyBackbone
 
 
 def _synthetic(**kwargs) -> SyntheticLTDataModule:
     """3 classes, counts [16, 8, 4] (28 images of 3x2x2), batch 8, no augmentation (so batches are comparable)."""
     args = {"num_classes": 3, "n_max": 16, "imbalance_ratio": 4, "image_size": 2, "batch_size": 8, "seed": 3}
     return SyntheticLTDataModule(**{**args, "augment": False, **kwargs})
-
-
-class TinyBackbone(Backbone):
-    def __init__(self) -> None:
-        super().__init__()
-        self.num_features = 4
-        self.proj = nn.Linear(3 * 2 * 2, 4)
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        return self.proj(x.flatten(1))
 
 
 class RecordBatches(L.Callback):
@@ -55,17 +45,6 @@ class RecordBatches(L.Callback):
 
     def seen(self, epoch: int) -> Tensor:
         return torch.cat(self.images[epoch])
-
-
-class StopAfter(L.Callback):
-    """Stop the fit at the end of epoch ``epochs - 1`` (a run interrupted with its max_epochs unchanged)."""
-
-    def __init__(self, epochs: int) -> None:
-        self.epochs = epochs
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if trainer.current_epoch + 1 >= self.epochs:
-            trainer.should_stop = True
 
 
 def _fit(

@@ -8,10 +8,9 @@ from functools import partial
 import lightning as L
 import pytest
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.nn import functional as F
 
-from lt_lightning.backbones.base import Backbone
 from lt_lightning.callbacks.tau_normalization import TauNormalization
 from lt_lightning.data.digits import DigitsLTDataModule
 from lt_lightning.heads.cosine import CosineHead
@@ -19,30 +18,10 @@ from lt_lightning.heads.tau_norm import TauNormHead, tau_normalized_weight
 from lt_lightning.metrics import LongTailAccuracy
 from lt_lightning.metrics.long_tail_accuracy import long_tail_accuracy_compute, long_tail_accuracy_update
 from lt_lightning.module import LongTailModule
+from tests.helpers import TinyBackbone
+from tests.helpers import quiet_trainer as _trainer
 
 TAUS = [0.0, 0.5, 1.0, 1.5, 2.0]
-
-
-class TinyBackbone(Backbone):
-    def __init__(self) -> None:
-        super().__init__()
-        self.num_features = 16
-        self.fc = nn.Linear(64, 16)
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        return torch.relu(self.fc(x.flatten(1)))
-
-
-def _trainer(tmp_path, callbacks=(), **kwargs) -> L.Trainer:
-    return L.Trainer(
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=list(callbacks),
-        default_root_dir=tmp_path,
-        **kwargs,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +30,10 @@ def trained(tmp_path_factory):
     L.seed_everything(0)
     dm = DigitsLTDataModule(batch_size=32)
     module = LongTailModule(
-        TinyBackbone(), dm.num_classes, dm.class_counts, optimizer=partial(torch.optim.SGD, lr=0.1, momentum=0.9)
+        TinyBackbone(64, 16, relu=True),
+        dm.num_classes,
+        dm.class_counts,
+        optimizer=partial(torch.optim.SGD, lr=0.1, momentum=0.9),
     )
     _trainer(tmp_path_factory.mktemp("fit"), max_epochs=2, limit_train_batches=10, limit_val_batches=0).fit(module, dm)
     return module, dm
@@ -118,7 +100,7 @@ def test_fixed_tau_changes_the_predictions_as_the_head_does(trained, tmp_path) -
 
 def test_cosine_classifier_is_refused(tmp_path) -> None:
     dm = DigitsLTDataModule(batch_size=32)
-    module = LongTailModule(TinyBackbone(), dm.num_classes, dm.class_counts, classifier=CosineHead)
+    module = LongTailModule(TinyBackbone(64, 16, relu=True), dm.num_classes, dm.class_counts, classifier=CosineHead)
     with pytest.raises(ValueError, match="linear classifier"):
         _trainer(tmp_path, [TauNormalization(tau=1.0)]).test(module, dm, verbose=False)
 
