@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shlex
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_table import REPO, lt_cli, read_report, run_method  # noqa: E402
+from results_table import REPO, lt_cli, read_report, run_method, write_section  # noqa: E402
 
 STAGES = ("joint", "ncm", "crt", "lws")
 TITLES = {"joint": "joint", "ncm": "NCM", "crt": "cRT", "lws": "LWS"}
@@ -104,16 +103,6 @@ def table(args: argparse.Namespace, command: str, cells: dict[tuple[str, str], d
     return lines
 
 
-def write_section(path: Path, dataset: str, lines: list[str]) -> None:
-    """Replace (or append) the ``<!-- table:<dataset> -->`` section of ``path``."""
-    text = path.read_text() if path.is_file() else "# Decoupled training: joint / NCM / cRT / LWS\n"
-    section = "\n".join(lines)
-    pattern = re.compile(rf"<!-- table:{re.escape(dataset)} -->.*?<!-- /table:{re.escape(dataset)} -->", re.S)
-    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text.rstrip("\n") + "\n")
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True, help="folder under configs/experiments, e.g. digits_lt")
@@ -132,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     cells = {(loss, stage): run_stage(args, loss, stage) for loss in args.losses for stage in STAGES}
     command = "python " + " ".join(shlex.quote(a) for a in ["benchmarks/decoupled_table.py", *(argv or sys.argv[1:])])
     lines = table(args, command, cells)
-    write_section(Path(args.out), args.dataset, lines)
+    write_section(Path(args.out), args.dataset, lines, "# Decoupled training: joint / NCM / cRT / LWS")
     print("\n".join(lines))
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -78,6 +79,16 @@ def run_method(args: argparse.Namespace, method: str) -> dict:
         result["note"] = f"tau = {json.loads(sweep.read_text())['chosen_tau']} (validation sweep)"
     result_file.write_text(json.dumps(result, indent=1))
     return result
+
+
+def write_section(path: Path, dataset: str, lines: list[str], title: str) -> None:
+    """Replace (or append) the ``<!-- table:<dataset> -->`` section of ``path`` (created with ``title``)."""
+    text = path.read_text() if path.is_file() else title + "\n"
+    section = "\n".join(lines)
+    pattern = re.compile(rf"<!-- table:{re.escape(dataset)} -->.*?<!-- /table:{re.escape(dataset)} -->", re.S)
+    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text.rstrip("\n") + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:

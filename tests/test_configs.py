@@ -32,7 +32,9 @@ COMPOSITIONS: list[tuple[str, ...]] = [
     ("trainer/digits_30ep.yaml", "data/folder_lt.yaml", "model/ce_resnet32.yaml"),
 ]
 #: configs whose method acts at test time (a sweep on validation, a replaced head, the TDE effect)
-TEST_TIME = re.compile(r"TauNormalization|NearestClassMean|PostHocLogitAdjustment|CausalHead")
+TEST_TIME = re.compile(
+    r"TauNormalization|NearestClassMean|PostHocLogitAdjustment|CausalHead|TestTimeAggregation|ComputePerImage"
+)
 FAST = ["--trainer.fast_dev_run", "true", "--trainer.enable_progress_bar", "false", "--trainer.accelerator", "cpu"]
 
 

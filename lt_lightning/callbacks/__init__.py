@@ -1,7 +1,10 @@
 """Callbacks: methods that change training over time, and the end-of-test report."""
 
 from lt_lightning.callbacks.classifier_retraining import ClassifierRetraining
+from lt_lightning.callbacks.compute_per_image import ComputePerImage
 from lt_lightning.callbacks.deferred_reweighting import DeferredReweighting
+from lt_lightning.callbacks.expert_aggregation import TestTimeAggregation
+from lt_lightning.callbacks.expert_router_training import ExpertRouterTraining
 from lt_lightning.callbacks.nearest_class_mean import NearestClassMean
 from lt_lightning.callbacks.posthoc_logit_adjustment import PostHocLogitAdjustment
 from lt_lightning.callbacks.resampling_schedule import ResamplingSchedule
@@ -10,10 +13,13 @@ from lt_lightning.callbacks.test_report import TestReport
 
 __all__ = [
     "ClassifierRetraining",
+    "ComputePerImage",
+    "ExpertRouterTraining",
     "DeferredReweighting",
     "NearestClassMean",
     "PostHocLogitAdjustment",
     "ResamplingSchedule",
     "TauNormalization",
     "TestReport",
+    "TestTimeAggregation",
 ]

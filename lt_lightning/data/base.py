@@ -20,7 +20,7 @@ normalised on the device in :meth:`on_after_batch_transfer`.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import lightning as L
 import numpy as np
@@ -29,6 +29,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from lt_lightning.data.samplers import EpochSampler, InstanceBalancedSampler, UnpaddedDistributedSampler
+from lt_lightning.data.test_agnostic import check_distribution, dataset_labels, resample_test_dataset
 from lt_lightning.data.transforms import DeviceAugmentation
 
 SamplerFactory = Callable[[Tensor, int, int, int], EpochSampler]
@@ -120,6 +121,10 @@ class LongTailDataModule(L.LightningDataModule):
         pin_memory: DataLoader ``pin_memory``.
         sampler: training sampler factory ``(train_labels, num_replicas, rank, seed) -> EpochSampler`` (see
             :data:`SamplerFactory`); ``None`` is instance-balanced. A ``ResamplingSchedule`` callback sets it.
+        test_distribution: test-agnostic evaluation (SADE's protocol): test on the test set resampled to a
+            ``"forward"`` long tail (head classes of training stay frequent), ``"uniform"`` or ``"backward"`` (reversed)
+            distribution; ``None`` tests on the test set as it is.
+        test_imbalance_ratio: the ratio ``n_max / n_min`` of the resampled test set (``>= 1``).
 
     Attributes:
         num_classes: number of classes ``C``.
@@ -149,6 +154,8 @@ class LongTailDataModule(L.LightningDataModule):
         augment: bool = True,
         pin_memory: bool = False,
         sampler: SamplerFactory | None = None,
+        test_distribution: Literal["forward", "uniform", "backward"] | None = None,
+        test_imbalance_ratio: float = 1.0,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -168,6 +175,11 @@ class LongTailDataModule(L.LightningDataModule):
                 f"sampler must be a callable (labels, num_replicas, rank, seed) -> EpochSampler, got {sampler!r}"
             )
         self.sampler = sampler
+        if test_distribution is not None:
+            check_distribution(test_distribution, test_imbalance_ratio)
+        self.test_distribution = test_distribution
+        self.test_imbalance_ratio = float(test_imbalance_ratio)
+        self._resampled_test: tuple[Dataset, Dataset] | None = None
         self.train_dataset: Dataset | None = None
         self.val_dataset: Dataset | None = None
         self.test_dataset: Dataset | None = None
@@ -273,8 +285,34 @@ class LongTailDataModule(L.LightningDataModule):
         sampler.set_epoch(self._sampler_epoch())
         return self._loader(dataset, self.batch_size, sampler)
 
+    def evaluation_test_dataset(self) -> Dataset:
+        """The test set as tested: ``test_dataset``, or its test-agnostic resampling when ``test_distribution`` is set.
+
+        The resampling (Zhang et al., SADE, NeurIPS 2022: forward-LT / uniform / backward-LT at
+        ``test_imbalance_ratio``, classes ranked by training count) is
+        :func:`~lt_lightning.data.test_agnostic.resample_test_dataset`, seeded with ``seed``.
+        """
+        dataset = self._require("test_dataset")
+        if self.test_distribution is None:
+            return dataset
+        if self._resampled_test is None or self._resampled_test[0] is not dataset:
+            resampled = resample_test_dataset(
+                dataset,
+                self.num_classes,
+                self.test_distribution,  # type: ignore[arg-type]
+                self.test_imbalance_ratio,
+                self.class_counts,
+                seed=self.seed,
+            )
+            self._resampled_test = (dataset, resampled)
+        return self._resampled_test[1]
+
+    def test_class_counts(self) -> list[int]:
+        """Images per class of the test set as tested (after ``setup("test")``)."""
+        return torch.bincount(dataset_labels(self.evaluation_test_dataset()), minlength=self.num_classes).tolist()
+
     def _eval_loader(self, name: str) -> DataLoader:
-        dataset = self._require(name)
+        dataset = self.evaluation_test_dataset() if name == "test_dataset" else self._require(name)
         num_replicas, rank = self._world()
         sampler = UnpaddedDistributedSampler(len(dataset), num_replicas=num_replicas, rank=rank)  # type: ignore[arg-type]
         return self._loader(dataset, self.eval_batch_size, sampler)

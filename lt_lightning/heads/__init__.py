@@ -4,7 +4,18 @@ from lt_lightning.heads.causal import CausalHead
 from lt_lightning.heads.cosine import CosineHead
 from lt_lightning.heads.linear import LinearHead
 from lt_lightning.heads.lws import LWSHead
+from lt_lightning.heads.multi_expert import MultiExpertHead
 from lt_lightning.heads.ncm import NCMHead
+from lt_lightning.heads.routed_multi_expert import RoutedMultiExpertHead
 from lt_lightning.heads.tau_norm import TauNormHead
 
-__all__ = ["CausalHead", "CosineHead", "LinearHead", "LWSHead", "NCMHead", "TauNormHead"]
+__all__ = [
+    "CausalHead",
+    "CosineHead",
+    "LinearHead",
+    "LWSHead",
+    "MultiExpertHead",
+    "NCMHead",
+    "RoutedMultiExpertHead",
+    "TauNormHead",
+]

@@ -5,6 +5,7 @@ from lt_lightning.losses.base import LongTailLoss
 from lt_lightning.losses.class_balanced import ClassBalancedLoss, class_balanced_loss, sigmoid_focal_loss
 from lt_lightning.losses.cross_entropy import CrossEntropyLoss, cross_entropy
 from lt_lightning.losses.equalization import EqualizationLoss, softmax_equalization_loss
+from lt_lightning.losses.expert_router import ExpertRouterLoss
 from lt_lightning.losses.focal import FocalLoss, focal_loss
 from lt_lightning.losses.lade import LADELoss, lade_loss, lade_regularizer
 from lt_lightning.losses.ldam import LDAMLoss, ldam_loss, ldam_margins
@@ -15,11 +16,16 @@ from lt_lightning.losses.logit_adjustment import (
     log_prior_from_counts,
     logit_adjusted_loss,
 )
+from lt_lightning.losses.ride import RIDELoss
+from lt_lightning.losses.sade import DiverseExpertLoss
 from lt_lightning.losses.seesaw import SeesawLoss, seesaw_loss
 from lt_lightning.losses.weighted import ClassWeightedLoss, WeightedCrossEntropyLoss, weighted_cross_entropy
 from lt_lightning.losses.weighting import effective_number_weights, inverse_power_weights
 
 __all__ = [
+    "DiverseExpertLoss",
+    "ExpertRouterLoss",
+    "RIDELoss",
     "BalancedSoftmaxLoss",
     "EqualizationLoss",
     "LADELoss",

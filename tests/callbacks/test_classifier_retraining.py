@@ -301,3 +301,12 @@ def test_resume_of_a_stage2_fit_from_init_from(tmp_path: Path, method: str) -> N
     _, resumed, rec = _fit([callback()], tmp_path / "b", max_epochs=3, ckpt_path=str(ckpt))
     _assert_equal_states(full.state_dict(), resumed.state_dict())
     assert rec.lrs[2] == pytest.approx(full_rec.lrs[2])
+
+
+def test_init_from_a_checkpoint_written_by_an_lws_stage(tmp_path: Path) -> None:
+    trainer, first, _ = _fit([ClassifierRetraining("lws", epochs=2)], tmp_path / "a")
+    path = tmp_path / "lws.ckpt"
+    trainer.save_checkpoint(path)
+    _, second, _ = _fit([ClassifierRetraining("lws", init_from=str(path))], tmp_path / "b", max_epochs=1)
+    assert torch.equal(second.classifier.base.fc.weight, first.classifier.base.fc.weight)
+    _assert_equal_states(_backbone_state(first.state_dict()), _backbone_state(second.state_dict()))
