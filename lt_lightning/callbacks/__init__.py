@@ -1,5 +1,6 @@
 """Callbacks: methods that change training over time, and the end-of-test report."""
 
+from lt_lightning.callbacks.bbn_schedule import CumulativeLearning
 from lt_lightning.callbacks.classifier_retraining import ClassifierRetraining
 from lt_lightning.callbacks.compute_per_image import ComputePerImage
 from lt_lightning.callbacks.deferred_reweighting import DeferredReweighting
@@ -14,6 +15,7 @@ from lt_lightning.callbacks.test_report import TestReport
 __all__ = [
     "ClassifierRetraining",
     "ComputePerImage",
+    "CumulativeLearning",
     "ExpertRouterTraining",
     "DeferredReweighting",
     "NearestClassMean",

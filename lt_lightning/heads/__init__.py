@@ -1,5 +1,6 @@
 """Classifier heads, built by the module as ``head(in_features, num_classes)``."""
 
+from lt_lightning.heads.bbn import BilateralHead
 from lt_lightning.heads.causal import CausalHead
 from lt_lightning.heads.cosine import CosineHead
 from lt_lightning.heads.linear import LinearHead
@@ -10,6 +11,7 @@ from lt_lightning.heads.routed_multi_expert import RoutedMultiExpertHead
 from lt_lightning.heads.tau_norm import TauNormHead
 
 __all__ = [
+    "BilateralHead",
     "CausalHead",
     "CosineHead",
     "LinearHead",

@@ -2,6 +2,7 @@
 
 from lt_lightning.losses._checks import check_finite_loss
 from lt_lightning.losses.base import LongTailLoss
+from lt_lightning.losses.bbn import BilateralLoss
 from lt_lightning.losses.class_balanced import ClassBalancedLoss, class_balanced_loss, sigmoid_focal_loss
 from lt_lightning.losses.cross_entropy import CrossEntropyLoss, cross_entropy
 from lt_lightning.losses.equalization import EqualizationLoss, softmax_equalization_loss
@@ -23,6 +24,7 @@ from lt_lightning.losses.weighted import ClassWeightedLoss, WeightedCrossEntropy
 from lt_lightning.losses.weighting import effective_number_weights, inverse_power_weights
 
 __all__ = [
+    "BilateralLoss",
     "DiverseExpertLoss",
     "ExpertRouterLoss",
     "RIDELoss",
