@@ -86,3 +86,17 @@ def cifar10_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if result.returncode != 0:
         pytest.fail(f"{MAKE_CIFAR10} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return root
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test on one intra-op thread (``pytestmark = pytest.mark.usefixtures("one_thread")``): tiny models run
+    many times faster on one thread than on two that compete with other processes on a 2-core machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

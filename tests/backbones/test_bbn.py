@@ -9,15 +9,7 @@ from lt_lightning.backbones.bbn import BBNResNetCifar
 from lt_lightning.backbones.resnet_cifar import BasicBlock, ResNet32
 from lt_lightning.heads.linear import LinearHead
 
-
-@pytest.fixture(autouse=True)
-def _one_intra_op_thread():
-    """These convolutions are tiny: one intra-op thread. With two, on a busy 2-core machine, every op waits for a
-    descheduled OpenMP thread (measured: a resume test 0.6 s with one thread, 40-60 s with two under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _images(n: int, channels: int = 3, size: int = 8) -> torch.Tensor:

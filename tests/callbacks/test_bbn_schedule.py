@@ -23,16 +23,9 @@ from lt_lightning.data.synthetic import SyntheticLTDataModule
 from lt_lightning.losses.bbn import BilateralLoss
 from lt_lightning.losses.cross_entropy import CrossEntropyLoss
 from lt_lightning.module import LongTailModule
+from tests.helpers import StopAfter, quiet_trainer
 
-
-@pytest.fixture(autouse=True)
-def _one_intra_op_thread():
-    """These convolutions are tiny: one intra-op thread. With two, on a busy 2-core machine, every op waits for a
-    descheduled OpenMP thread (measured: a resume test 0.6 s with one thread, 40-60 s with two under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 BRANCH = 4
@@ -68,29 +61,9 @@ class Record(L.Callback):
         self.alphas.setdefault(epoch, set()).add((pl_module.backbone.alpha, pl_module.criterion.alpha))
 
 
-class StopAfter(L.Callback):
-    def __init__(self, epochs: int) -> None:
-        self.epochs = epochs
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if trainer.current_epoch + 1 >= self.epochs:
-            trainer.should_stop = True
-
-
 def _trainer(tmp: Path, callbacks: list, max_epochs: int, validate: bool = False) -> L.Trainer:
-    return L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=max_epochs,
-        callbacks=callbacks,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=None if validate else 0,
-        default_root_dir=tmp,
-    )
+    limit_val = None if validate else 0
+    return quiet_trainer(tmp, callbacks, max_epochs=max_epochs, num_sanity_val_steps=0, limit_val_batches=limit_val)
 
 
 def _fit(tmp: Path, max_epochs: int, stop_after: int | None = None, ckpt_path: Path | None = None, **kwargs):

@@ -25,15 +25,7 @@ from lt_lightning.heads.routed_multi_expert import RoutedMultiExpertHead, routed
 from lt_lightning.losses.ride import RIDELoss
 from lt_lightning.module import LongTailModule
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models run many times faster on one thread than on two contended ones
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_flops_by_hand() -> None:

@@ -24,17 +24,9 @@ from lt_lightning.losses.ride import RIDELoss
 from lt_lightning.module import LongTailModule
 from tests.helpers import StopAfter, quiet_trainer
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 COSINE = functools.partial(CosineHead, scale=30.0)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models run many times faster on one thread than on two contended ones
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _data(n_max: int = 16) -> SyntheticLTDataModule:

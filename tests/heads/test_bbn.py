@@ -16,15 +16,7 @@ from lt_lightning.heads.bbn import BilateralHead
 from lt_lightning.losses.bbn import BilateralLoss
 from lt_lightning.module import LongTailModule
 
-
-@pytest.fixture(autouse=True)
-def _one_intra_op_thread():
-    """These convolutions are tiny: one intra-op thread. With two, on a busy 2-core machine, every op waits for a
-    descheduled OpenMP thread (measured: a resume test 0.6 s with one thread, 40-60 s with two under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_branch_logits_by_hand_and_their_mean_is_the_prediction() -> None:

@@ -21,15 +21,7 @@ from lt_lightning.heads.expert_router import (
 from lt_lightning.heads.multi_expert import MultiExpertHead
 from lt_lightning.heads.routed_multi_expert import RoutedMultiExpertHead, routed_predict
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models run many times faster on one thread than on two contended ones
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # E = 3 experts, B = 4 images, C = 2 classes, every label 0

@@ -25,6 +25,8 @@ from lt_lightning.module import LongTailModule
 from lt_lightning.output import ModelOutput
 from tests.helpers import quiet_trainer
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @contextlib.contextmanager
 def _one_thread():
@@ -35,12 +37,6 @@ def _one_thread():
         yield
     finally:
         torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    with _one_thread():
-        yield
 
 
 TWO_EXPERTS = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])  # [E=2, B=1, C=2]
