@@ -162,7 +162,7 @@ class LongTailModule(LightningModule):
         if "classifier.scales" in state and not isinstance(self.classifier, LWSHead):
             # written after (or during) a learnable-weight-scaling stage: give the classifier the same structure
             self.classifier = LWSHead.wrap(self.classifier, self.num_classes)
-        counts = checkpoint.get("state_dict", {}).get("class_counts")
+        counts = state.get("class_counts")
         if counts is not None:
             broadcast_class_counts(self, counts.to(self.class_counts.device, torch.float32))
 
