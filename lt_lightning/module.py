@@ -126,6 +126,13 @@ class LongTailModule(LightningModule):
         #: ``[E]`` weights of the experts' logits at test / predict time (test-time aggregation, e.g. SADE); the
         #: ensemble's logits are then ``sum_e w_e z_e`` instead of the head's own combination.
         self.test_expert_weights: Tensor | None = None
+        #: ``(x, y) -> (x, y)`` applied to each training batch before the forward pass (batch mixing: mixup, CutMix,
+        #: Remix, whose targets become soft ``[B, C]``). Set and cleared by callbacks; ``None``: the batch as it is.
+        self.train_batch_transform: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None
+        #: ``name -> fn(x, output)``: tensors computed in ``training_step`` after the forward pass and stored in
+        #: ``output.extras[name]`` for the loss (a distillation teacher's logits, a momentum encoder's keys). Set by
+        #: callbacks; what the functions hold (a teacher, a momentum encoder) is not part of this module's state dict.
+        self.train_extras: dict[str, Callable[[Tensor, ModelOutput], Tensor]] = {}
         self.set_criterion_override(None)
         self.last_test_results: dict[str, Tensor] = {}
         broadcast_class_counts(self, self.class_counts)
@@ -173,7 +180,11 @@ class LongTailModule(LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
+        if self.train_batch_transform is not None:
+            x, y = self.train_batch_transform(x, y)
         output = self(x)
+        for name, extra in self.train_extras.items():
+            output.extras[name] = extra(x, output)
         loss = self.training_criterion(output, y)
         n = self.finite_check_every_n_steps
         if n and self.global_step % n == 0:

@@ -125,6 +125,10 @@ class LongTailDataModule(L.LightningDataModule):
             ``"forward"`` long tail (head classes of training stay frequent), ``"uniform"`` or ``"backward"`` (reversed)
             distribution; ``None`` tests on the test set as it is.
         test_imbalance_ratio: the ratio ``n_max / n_min`` of the resampled test set (``>= 1``).
+        views: augmented views of each training image (``>= 1``). With ``V > 1`` a training batch of ``B`` images
+            becomes ``V * B`` images in view-major order (image ``i``'s views at ``i, B + i, ..., (V-1) B + i``)
+            with the labels repeated ``V`` times: the two-view pipeline of contrastive representation learning
+            (SupCon / KCL / PaCo, SimCLR pre-training). Evaluation batches are never repeated.
 
     Attributes:
         num_classes: number of classes ``C``.
@@ -156,8 +160,12 @@ class LongTailDataModule(L.LightningDataModule):
         sampler: SamplerFactory | None = None,
         test_distribution: Literal["forward", "uniform", "backward"] | None = None,
         test_imbalance_ratio: float = 1.0,
+        views: int = 1,
     ) -> None:
         super().__init__()
+        if isinstance(views, bool) or not isinstance(views, int) or views < 1:
+            raise ValueError(f"views must be an integer >= 1, got {views!r}")
+        self.views = views
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if eval_batch_size is not None and eval_batch_size < 1:
@@ -356,6 +364,12 @@ class LongTailDataModule(L.LightningDataModule):
             self._augmentation = DeviceAugmentation(self.mean, self.std, self.crop_padding, self.horizontal_flip)
         return self._augmentation
 
+    def _views(self, images: Tensor, train: bool, views: int) -> Tensor:
+        """``views`` independently augmented copies of ``images``, concatenated view-major."""
+        if views == 1:
+            return self.augmentation(images, train=train)
+        return torch.cat([self.augmentation(images, train=train) for _ in range(views)])
+
     def _is_training(self) -> bool:
         trainer = self.trainer
         return bool(trainer is not None and trainer.training)
@@ -366,10 +380,14 @@ class LongTailDataModule(L.LightningDataModule):
         Accepts ``[images, labels, ...]`` (list/tuple) or a bare image tensor. Without a trainer the batch is
         treated as evaluation data (no augmentation).
         """
-        train = self.augment and self._is_training()
+        training = self._is_training()
+        train = self.augment and training
+        views = self.views if training else 1
         if isinstance(batch, Tensor):
-            return self.augmentation(batch, train=train)
+            return self._views(batch, train, views)
         if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], Tensor):
-            images = self.augmentation(batch[0], train=train)
-            return [images, *batch[1:]] if isinstance(batch, list) else (images, *batch[1:])
+            images = self._views(batch[0], train, views)
+            rest = [b.repeat(views, *([1] * (b.dim() - 1))) if isinstance(b, Tensor) else b for b in batch[1:]]
+            rest = rest if views > 1 else list(batch[1:])
+            return [images, *rest] if isinstance(batch, list) else (images, *rest)
         raise ValueError(f"batch must be an image tensor or [images, labels], got {type(batch).__name__}")

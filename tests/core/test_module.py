@@ -154,3 +154,46 @@ def test_nan_loss_stops_with_the_step_and_the_batch_classes(tmp_path) -> None:
         trainer.fit(module, dm)
     with pytest.raises(ValueError, match="finite_check_every_n_steps"):
         make_module(finite_check_every_n_steps=-1)
+
+
+class RecordingLoss(LongTailLoss):
+    """Cross-entropy (soft targets too) that records the targets and extras it was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[Tensor, dict[str, Tensor]]] = []
+
+    def forward(self, output: ModelOutput, target: Tensor) -> Tensor:
+        self.seen.append((target.detach().clone(), {k: v.detach().clone() for k, v in output.extras.items()}))
+        return nn.functional.cross_entropy(output.logits, target)
+
+
+def test_train_batch_transform_and_extras_act_in_training_only(tmp_path) -> None:
+    """``train_batch_transform`` replaces the batch before the forward pass, ``train_extras`` fill
+    ``output.extras`` for the loss; validation sees neither, and neither enters the state dict."""
+    dm = SyntheticLTDataModule(num_classes=5, n_max=20, imbalance_ratio=4, batch_size=8)
+    criterion = RecordingLoss()
+    module = make_module(class_counts=dm.class_counts, criterion=criterion)
+    seen_x: list[Tensor] = []
+
+    def soften(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        return x * 0.5, nn.functional.one_hot(y, 5).float() * 0.9 + 0.02
+
+    def probe(x: Tensor, output: ModelOutput) -> Tensor:
+        seen_x.append(x.detach().clone())
+        return output.logits.detach().sum(1)
+
+    teacher = nn.Linear(3, 3)
+    module.train_batch_transform = soften
+    module.train_extras["probe"] = probe
+    module.train_extras["teacher"] = lambda x, out: teacher(torch.zeros(1, 3))
+    trainer = L.Trainer(
+        max_epochs=1, default_root_dir=tmp_path, logger=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    trainer.fit(module, dm)
+    assert criterion.seen
+    assert all(t.ndim == 2 and torch.allclose(t.sum(1), torch.ones(len(t))) for t, _ in criterion.seen)
+    assert all(set(extras) == {"probe", "teacher"} for _, extras in criterion.seen)
+    assert len(seen_x) == len(criterion.seen)  # extras are computed in training steps only, on the transformed x
+    assert not any(k.startswith(("train_extras", "teacher")) for k in module.state_dict())
+    assert "val/acc" in trainer.callback_metrics  # validation ran with hard labels and no transform

@@ -135,6 +135,8 @@ def test_set_class_info_errors_and_names() -> None:
         ({"batch_size": 0}, "batch_size must be >= 1, got 0"),
         ({"eval_batch_size": 0}, "eval_batch_size must be >= 1 or None, got 0"),
         ({"num_workers": -1}, "num_workers must be >= 0, got -1"),
+        ({"views": 0}, "views must be an integer >= 1, got 0"),
+        ({"views": 1.5}, "views must be an integer >= 1, got 1.5"),
     ],
 )
 def test_base_bad_arguments(kwargs, match) -> None:
@@ -259,3 +261,23 @@ def test_resume_replays_the_uninterrupted_epoch_order(tmp_path: Path, num_worker
     assert resumed.labels[1] == full.labels[1]  # not epoch 0's order again (Lightning issue #21938)
     assert resumed.labels[1] != full.labels[0]
     assert resumed_trainer.current_epoch == full_trainer.current_epoch == 2
+
+
+def test_two_views_repeat_training_batches_view_major(tmp_path: Path) -> None:
+    """``views=2``: each training batch is [view 1 of all B; view 2 of all B] with the labels repeated; each view
+    is augmented on its own; validation batches stay single."""
+    dm = _synthetic(views=2)
+    dm.crop_padding, dm.horizontal_flip = 1, True
+    _, rec = _fit(dm, 1, tmp_path)
+    order = InstanceBalancedSampler(dm.train_labels, seed=dm.seed).global_indices(0)
+    labels = dm.train_labels[order]
+    seen_labels, offset = [], 0
+    for images in rec.images[0]:
+        n = images.shape[0] // 2
+        batch_labels = rec.labels[0][offset * 2 : offset * 2 + 2 * n]
+        assert batch_labels[:n] == batch_labels[n:] == labels[offset : offset + n].tolist()
+        assert not torch.allclose(images[:n], images[n:])  # independent augmentations of the same images
+        seen_labels += batch_labels[:n]
+        offset += n
+    assert seen_labels == labels.tolist()
+    assert torch.allclose(torch.cat(rec.val_images), dm.augmentation(dm.val_dataset.images))

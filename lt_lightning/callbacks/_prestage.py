@@ -1,0 +1,106 @@
+"""Run an earlier training stage (a distillation teacher, a self-supervised pre-training) within the same command.
+
+A method that needs the checkpoint of another fit (knowledge distillation needs a teacher; SSP needs a pretext
+model) takes either that checkpoint or the config of the earlier stage. Given a config, :func:`run_prestage` fits
+it with the ordinary ``lt-lightning fit`` path in a subprocess (so its trainer, seed and loggers are its own) and
+returns the path of its ``last.ckpt``:
+
+* the stage's folder is ``<directory>/<config stem>-<hash>``, the hash over the config file's text and the extra
+  arguments: running the same command again, or resuming the main fit, finds the finished stage and reuses it;
+* under DDP only global rank 0 runs the stage; the other processes wait for its ``done`` marker (a file, not a
+  collective, so a stage longer than the process group's timeout is fine), then all meet at a barrier. The folder
+  must be on a filesystem every process sees (multi-node: a shared one);
+* a main fit under ``fast_dev_run`` runs the stage for one training step (``max_steps=1``), enough to test the
+  wiring on a clean checkout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning.pytorch as pl
+from lightning.pytorch.utilities import rank_zero_info
+
+
+def resolve_config(config: str | Path) -> Path:
+    """``config`` as given (relative to the working directory), else relative to the lt_lightning checkout (so
+    ``configs/experiments/...`` paths in shipped configs work from any directory)."""
+    path = Path(config).expanduser()
+    if path.is_file():
+        return path
+    in_checkout = Path(__file__).resolve().parents[2] / path
+    if not path.is_absolute() and in_checkout.is_file():
+        return in_checkout
+    raise FileNotFoundError(f"pre-stage config {str(config)!r} does not exist (nor under {in_checkout.parent})")
+
+
+def prestage_folder(config: str | Path, args: Sequence[str], directory: str | Path) -> Path:
+    """``<directory>/<config stem>-<hash of the config text and args>``."""
+    path = resolve_config(config)
+    digest = hashlib.sha256(path.read_bytes() + "\0".join(args).encode()).hexdigest()[:10]
+    return Path(directory) / f"{path.stem}-{digest}"
+
+
+def run_prestage(
+    trainer: pl.Trainer,
+    config: str | Path,
+    args: Sequence[str] = (),
+    directory: str | Path = "logs/prestages",
+    owner: str = "pre-stage",
+) -> Path:
+    """Fit ``config`` (``lt-lightning fit -c config *args``) once, on global rank 0; return its ``last.ckpt``.
+
+    Args:
+        trainer: the main fit's trainer (its rank, strategy and ``fast_dev_run``).
+        config: the earlier stage's YAML (it must keep a ``ModelCheckpoint`` with ``save_last: true``).
+        args: further CLI arguments of the stage (e.g. ``["-c", "configs/budget/ldam_drw_10ep.yaml"]``).
+        directory: where stage folders go.
+        owner: the callback's name, for messages.
+
+    Raises:
+        FileNotFoundError: ``config`` does not exist.
+        RuntimeError: the stage's fit failed or wrote no ``last.ckpt``.
+    """
+    args = [str(a) for a in args]
+    if trainer.fast_dev_run:
+        args = [*args, "--trainer.max_steps=1", "--trainer.limit_val_batches=1", "--trainer.num_sanity_val_steps=0"]
+    config = resolve_config(config)
+    folder = prestage_folder(config, args, directory)
+    checkpoint = folder / "checkpoints" / "last.ckpt"
+    done, failed = folder / "done", folder / "failed"
+    if trainer.is_global_zero:
+        if not (done.is_file() and checkpoint.is_file()):
+            folder.mkdir(parents=True, exist_ok=True)
+            failed.unlink(missing_ok=True)
+            logger = [
+                "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+                f"--trainer.logger.save_dir={folder.parent}",
+                f"--trainer.logger.name={folder.name}",
+                "--trainer.logger.version=",
+            ]
+            single = ["--trainer.devices=1", "--trainer.num_nodes=1", "--trainer.strategy=auto"]
+            quiet = ["--trainer.enable_progress_bar=false"]
+            command = [sys.executable, "-m", "lt_lightning", "fit", "-c", str(config), *args, *logger, *single, *quiet]
+            rank_zero_info(f"{owner}: fitting the earlier stage in {folder}: {' '.join(command)}")
+            result = subprocess.run(command, capture_output=True, text=True)
+            (folder / "stage.log").write_text(result.stdout + result.stderr)
+            if result.returncode != 0 or not checkpoint.is_file():
+                failed.write_text(str(result.returncode))
+                tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
+                reason = f"exit status {result.returncode}" if result.returncode else f"no {checkpoint}"
+                raise RuntimeError(f"{owner}: the earlier stage `{' '.join(command)}` failed ({reason}):\n{tail}")
+            done.write_text("ok")
+        else:
+            rank_zero_info(f"{owner}: reusing the finished earlier stage {checkpoint}")
+    else:
+        while not done.is_file():
+            if failed.is_file():
+                raise RuntimeError(f"{owner}: the earlier stage in {folder} failed on rank 0 (see {folder}/stage.log)")
+            time.sleep(2.0)
+    trainer.strategy.barrier(f"{owner}-prestage")
+    return checkpoint
