@@ -100,6 +100,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", default="runs", help="where runs and cached results go")
     parser.add_argument("--out", required=True, help="the Markdown file to write")
     parser.add_argument("--reported", default=None, help="JSON {method: [top-1, source]} of published numbers to quote")
+    parser.add_argument(
+        "--section",
+        default=None,
+        help="write the table as the section <!-- table:SECTION --> of --out (other sections kept) instead of the file",
+    )
+    parser.add_argument("--title", default=None, help="first line of --out when --section creates it")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="further CLI arguments for fit")
     args = parser.parse_args(argv)
     rows = [run_method(args, m) for m in args.methods]
@@ -125,8 +131,13 @@ def main(argv: list[str] | None = None) -> None:
             f"{_fmt(r['few'])} | {r['fit_wall_s']} | {r.get('note', '')} | "
             + (f"{reported[r['method']][0]} ({reported[r['method']][1]}) |" if r["method"] in reported else "– |")
         )
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
+    if args.section:
+        lines[0] = "##" + lines[0]  # a sub-heading inside the file
+        lines = [f"<!-- table:{args.section} -->", *lines, f"<!-- /table:{args.section} -->"]
+        write_section(Path(args.out), args.section, lines, args.title or f"# {args.dataset}")
+    else:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -1,5 +1,6 @@
 """Callbacks: methods that change training over time, and the end-of-test report."""
 
+from lt_lightning.callbacks.batch_mixing import BatchMixing
 from lt_lightning.callbacks.bbn_schedule import CumulativeLearning
 from lt_lightning.callbacks.classifier_retraining import ClassifierRetraining
 from lt_lightning.callbacks.compute_per_image import ComputePerImage
@@ -13,6 +14,7 @@ from lt_lightning.callbacks.tau_normalization import TauNormalization
 from lt_lightning.callbacks.test_report import TestReport
 
 __all__ = [
+    "BatchMixing",
     "ClassifierRetraining",
     "ComputePerImage",
     "CumulativeLearning",

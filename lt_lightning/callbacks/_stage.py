@@ -56,6 +56,21 @@ def read_stage1_state(path: str, owner: str) -> dict[str, torch.Tensor]:
     return state
 
 
+def shift_batchnorm(module: nn.Module) -> None:
+    """Put ``module`` in ``eval()`` mode except its BatchNorm layers, which go to ``train()`` mode.
+
+    MiSLAS's "shift learning on BatchNorm" (Zhong et al., CVPR 2021, Sec. 3.3): with the weights frozen
+    (``requires_grad=False``), a forward pass in training normalises with the batch's statistics and moves the
+    running mean and variance towards the current sampling's (class-balanced in stage 2); the affine parameters
+    stay fixed. Only BatchNorm layers leave eval mode (the reference puts the whole backbone in ``train()``, the
+    same for a ResNet, which has no dropout).
+    """
+    module.eval()
+    for layer in module.modules():
+        if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+            layer.train()
+
+
 def seeded_reset(module: nn.Module, seed: int) -> None:
     """``module.reset_parameters()`` drawn from a CPU generator seeded with ``seed`` (the same on every device)."""
     fresh = copy.deepcopy(module).cpu()
@@ -163,6 +178,10 @@ class FrozenStage(Callback):
     def _default_optimizer(self) -> Any:
         """The stage's optimizer factory when none is given: stage 1's."""
         return self._stage1_optimizer
+
+    def _stage_optimizer(self, pl_module: pl.LightningModule) -> Any:
+        """The optimizer factory of the stage: ``optimizer`` if given, else :meth:`_default_optimizer`."""
+        return self.optimizer if self.optimizer is not None else self._default_optimizer()
 
     # ------------------------------------------------------------------ identity and state
     @property
@@ -296,7 +315,7 @@ class FrozenStage(Callback):
             self._reinitialise(pl_module)
         self._set_active(pl_module, True)
         pl_module.set_criterion_override(self.criterion if self.criterion is not None else self._default_criterion())
-        pl_module.optimizer_factory = self.optimizer if self.optimizer is not None else self._default_optimizer()
+        pl_module.optimizer_factory = self._stage_optimizer(pl_module)
         if self.lr_scheduler is not None:
             pl_module.lr_scheduler_factory = self.lr_scheduler
         else:

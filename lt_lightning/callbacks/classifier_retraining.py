@@ -9,11 +9,21 @@ representation fixed and re-balances the classifier with class-balanced sampling
 * **LWS** freezes the classifier too and learns one scale per class, ``z_c = s_c (w_c^T f(x) + b_c)``
   (:class:`~lt_lightning.heads.lws.LWSHead`).
 
+MiSLAS's stage 2 (Zhong et al., "Improving Calibration for Long-Tailed Recognition", CVPR 2021; dvlab-research/MiSLAS
+``train_stage2.py``) is this stage with three options: ``method: lws_finetune`` (the stage-1 classifier is kept,
+not re-initialised, and fine-tuned together with LWS's per-class scales), ``classifier_lr_factor`` (the classifier's
+learning rate is the stage's times this factor, the scales' is the stage's: the reference's ``lr_factor``, 0.5 on
+CIFAR-10-LT and 0.2 on CIFAR-100-LT) and ``shift_bn`` (the backbone's weights stay frozen but its BatchNorm layers run
+in train mode, so their running statistics move to the stage's class-balanced batches); its loss is label-aware
+smoothing (``criterion``: :class:`~lt_lightning.losses.label_aware_smoothing.LabelAwareSmoothingLoss`), and it trains
+without mixup (end :class:`~lt_lightning.callbacks.batch_mixing.BatchMixing` at the stage with ``stop_epoch``).
+
 At the stage switch this callback freezes the backbone in ``eval()`` mode (weights and BatchNorm statistics stay
-bit-identical), re-initialises the classifier (cRT, seeded: every DDP rank and every resume draws the same weights)
-or activates the scales (LWS), switches the loss to cross-entropy (``criterion``), sampling to class-balanced
-(``sampler``; :class:`~lt_lightning.data.staged.StagedSampler` keeps the dataloader fixed for the fit), and builds a
-fresh optimizer and LR schedule over the parameters left trainable (cosine over the stage by default).
+bit-identical; with ``shift_bn`` the statistics move), re-initialises the classifier (cRT, seeded: every DDP rank
+and every resume draws the same weights) or activates the scales (LWS), switches the loss to cross-entropy
+(``criterion``), sampling to class-balanced (``sampler``; :class:`~lt_lightning.data.staged.StagedSampler` keeps
+the dataloader fixed for the fit), and builds a fresh optimizer and LR schedule over the parameters left trainable
+(cosine over the stage by default).
 
 Two ways to run it:
 
@@ -31,20 +41,48 @@ gives the run that never stopped (same weights, same sampled order, same optimiz
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
-from lt_lightning.callbacks._stage import FrozenStage, seeded_reset
+from lt_lightning.callbacks._stage import FrozenStage, seeded_reset, shift_batchnorm
 from lt_lightning.data.base import SamplerFactory
 from lt_lightning.heads.lws import LWSHead
 from lt_lightning.losses.cross_entropy import CrossEntropyLoss
 
 __all__ = ["ClassifierRetraining"]
 
-Method = Literal["crt", "lws"]
+Method = Literal["crt", "lws", "lws_finetune"]
+METHODS = ("crt", "lws", "lws_finetune")
+
+
+class ScaledClassifierLR:
+    """Optimizer factory wrapper: the classifier's parameters (LWS scales excepted) get ``factor`` x the lr.
+
+    Called with the trainable parameters, it builds ``factory([{classifier params}, {the rest}])`` and multiplies
+    the first group's ``lr`` by ``factor`` before any LR scheduler reads it (MiSLAS's ``lr_factor``).
+    """
+
+    def __init__(self, factory: Any, module: nn.Module, factor: float) -> None:
+        self.factory = factory
+        self.module = module
+        self.factor = float(factor)
+
+    def __call__(self, params: Any) -> torch.optim.Optimizer:
+        params = list(params)
+        classifier = self.module.classifier
+        scaled_ids = {id(p) for name, p in classifier.named_parameters() if name != "scales"}
+        scaled = [p for p in params if id(p) in scaled_ids]
+        rest = [p for p in params if id(p) not in scaled_ids]
+        groups = [g for g in ({"params": scaled}, {"params": rest}) if g["params"]]
+        optimizer = self.factory(groups)
+        if scaled:
+            optimizer.param_groups[0]["lr"] *= self.factor
+        return optimizer
 
 
 class ClassifierRetraining(FrozenStage):
@@ -56,7 +94,9 @@ class ClassifierRetraining(FrozenStage):
           init_args: {method: crt, epochs: 10}
 
     Args:
-        method: ``"crt"`` (re-initialise and re-train the classifier) or ``"lws"`` (learn per-class scales).
+        method: ``"crt"`` (re-initialise and re-train the classifier), ``"lws"`` (learn per-class scales) or
+            ``"lws_finetune"`` (learn per-class scales and fine-tune the stage-1 classifier, not re-initialised:
+            MiSLAS's stage 2).
         start_epoch: first epoch (0-based) of the stage in a single fit, or a fraction of ``trainer.max_epochs`` in
             ``(0, 1)``; ``None``: the last ``epochs`` epochs. Not allowed with ``init_from``.
         epochs: length of the stage when ``start_epoch`` is ``None`` (10 in Kang et al.).
@@ -69,6 +109,11 @@ class ClassifierRetraining(FrozenStage):
             ``ClassAwareSampler`` is :class:`~lt_lightning.data.resampling.ClassAwareSampler`). It must draw as many
             indices per epoch as the stage-1 sampler.
         seed: seed of cRT's classifier re-initialisation.
+        shift_bn: keep the backbone's BatchNorm layers in train mode during the stage (weights frozen, running
+            statistics updated on the stage's batches: MiSLAS's shift learning on BatchNorm); ``False``: the whole
+            backbone is in eval mode and bit-identical.
+        classifier_lr_factor: the classifier's learning rate is the stage optimizer's times this factor (``> 0``;
+            LWS scales keep the stage's; MiSLAS: 0.5 on CIFAR-10-LT, 0.2 on CIFAR-100-LT at rho = 100).
 
     Attributes:
         active: whether the stage is on (the backbone frozen).
@@ -89,11 +134,28 @@ class ClassifierRetraining(FrozenStage):
         criterion: nn.Module | None = None,
         sampler: SamplerFactory | None = None,
         seed: int = 0,
+        shift_bn: bool = False,
+        classifier_lr_factor: float = 1.0,
     ) -> None:
-        if method not in ("crt", "lws"):
-            raise ValueError(f"method must be 'crt' or 'lws', got {method!r}")
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if not isinstance(shift_bn, bool):
+            raise ValueError(f"shift_bn must be a bool, got {shift_bn!r}")
+        if (
+            isinstance(classifier_lr_factor, bool)
+            or not isinstance(classifier_lr_factor, (int, float))
+            or not (math.isfinite(classifier_lr_factor) and classifier_lr_factor > 0)
+        ):
+            raise ValueError(f"classifier_lr_factor must be a finite number > 0, got {classifier_lr_factor!r}")
+        if method == "lws" and classifier_lr_factor != 1.0:
+            raise ValueError(
+                f"classifier_lr_factor={classifier_lr_factor} scales the classifier's learning rate, but method='lws' "
+                "keeps the classifier frozen: use method='lws_finetune'"
+            )
         super().__init__(start_epoch, epochs, init_from, optimizer, lr_scheduler, criterion, sampler, seed)
         self.method = method
+        self.shift_bn = shift_bn
+        self.classifier_lr_factor = float(classifier_lr_factor)
 
     def _identity(self) -> dict[str, Any]:
         return {"method": self.method, "start_epoch": self.start_epoch, "init_from": self.init_from}
@@ -102,7 +164,7 @@ class ClassifierRetraining(FrozenStage):
         return {"method": self.method, **super().state_dict()}
 
     def _prepare(self, pl_module: pl.LightningModule) -> None:
-        if self.method == "lws" and not isinstance(pl_module.classifier, LWSHead):
+        if self.method in ("lws", "lws_finetune") and not isinstance(pl_module.classifier, LWSHead):
             pl_module.classifier = LWSHead.wrap(pl_module.classifier, pl_module.num_classes)
         if self.method == "crt" and not callable(getattr(pl_module.classifier, "reset_parameters", None)):
             raise ValueError(
@@ -126,7 +188,10 @@ class ClassifierRetraining(FrozenStage):
 
     def _freeze(self, pl_module: pl.LightningModule) -> None:
         pl_module.backbone.requires_grad_(False)
-        pl_module.backbone.eval()
+        if self.shift_bn:
+            shift_batchnorm(pl_module.backbone)
+        else:
+            pl_module.backbone.eval()
         classifier = pl_module.classifier
         if self.method == "lws":
             classifier.base.requires_grad_(False)
@@ -134,12 +199,19 @@ class ClassifierRetraining(FrozenStage):
             classifier.scales.requires_grad_(True)
         else:
             classifier.requires_grad_(True)
+            classifier.train()
 
     def _reinitialise(self, pl_module: pl.LightningModule) -> None:
         if self.method == "crt":
             seeded_reset(pl_module.classifier, self.seed)
-        else:
+        else:  # LWS starts from the stage-1 classifier with every scale 1
             pl_module.classifier.scales.data.fill_(1.0)
+
+    def _stage_optimizer(self, pl_module: pl.LightningModule) -> Any:
+        factory = super()._stage_optimizer(pl_module)
+        if self.classifier_lr_factor == 1.0:
+            return factory
+        return ScaledClassifierLR(factory, pl_module, self.classifier_lr_factor)
 
     def _default_criterion(self) -> nn.Module:
         return CrossEntropyLoss()

@@ -8,6 +8,11 @@ from lt_lightning.losses.cross_entropy import CrossEntropyLoss, cross_entropy
 from lt_lightning.losses.equalization import EqualizationLoss, softmax_equalization_loss
 from lt_lightning.losses.expert_router import ExpertRouterLoss
 from lt_lightning.losses.focal import FocalLoss, focal_loss
+from lt_lightning.losses.label_aware_smoothing import (
+    LabelAwareSmoothingLoss,
+    label_aware_epsilons,
+    label_aware_smoothing_loss,
+)
 from lt_lightning.losses.lade import LADELoss, lade_loss, lade_regularizer
 from lt_lightning.losses.ldam import LDAMLoss, ldam_loss, ldam_margins
 from lt_lightning.losses.logit_adjustment import (
@@ -24,6 +29,9 @@ from lt_lightning.losses.weighted import ClassWeightedLoss, WeightedCrossEntropy
 from lt_lightning.losses.weighting import effective_number_weights, inverse_power_weights
 
 __all__ = [
+    "LabelAwareSmoothingLoss",
+    "label_aware_epsilons",
+    "label_aware_smoothing_loss",
     "BilateralLoss",
     "DiverseExpertLoss",
     "ExpertRouterLoss",
