@@ -7,6 +7,7 @@ from lt_lightning.callbacks.compute_per_image import ComputePerImage
 from lt_lightning.callbacks.deferred_reweighting import DeferredReweighting
 from lt_lightning.callbacks.expert_aggregation import TestTimeAggregation
 from lt_lightning.callbacks.expert_router_training import ExpertRouterTraining
+from lt_lightning.callbacks.knowledge_distillation import KnowledgeDistillation
 from lt_lightning.callbacks.nearest_class_mean import NearestClassMean
 from lt_lightning.callbacks.posthoc_logit_adjustment import PostHocLogitAdjustment
 from lt_lightning.callbacks.resampling_schedule import ResamplingSchedule
@@ -14,6 +15,7 @@ from lt_lightning.callbacks.tau_normalization import TauNormalization
 from lt_lightning.callbacks.test_report import TestReport
 
 __all__ = [
+    "KnowledgeDistillation",
     "BatchMixing",
     "ClassifierRetraining",
     "ComputePerImage",

@@ -5,6 +5,7 @@ from lt_lightning.losses.base import LongTailLoss
 from lt_lightning.losses.bbn import BilateralLoss
 from lt_lightning.losses.class_balanced import ClassBalancedLoss, class_balanced_loss, sigmoid_focal_loss
 from lt_lightning.losses.cross_entropy import CrossEntropyLoss, cross_entropy
+from lt_lightning.losses.distillation import DistillationLoss, distillation_loss
 from lt_lightning.losses.equalization import EqualizationLoss, softmax_equalization_loss
 from lt_lightning.losses.expert_router import ExpertRouterLoss
 from lt_lightning.losses.focal import FocalLoss, focal_loss
@@ -29,6 +30,8 @@ from lt_lightning.losses.weighted import ClassWeightedLoss, WeightedCrossEntropy
 from lt_lightning.losses.weighting import effective_number_weights, inverse_power_weights
 
 __all__ = [
+    "DistillationLoss",
+    "distillation_loss",
     "LabelAwareSmoothingLoss",
     "label_aware_epsilons",
     "label_aware_smoothing_loss",
