@@ -8,6 +8,7 @@ from lt_lightning.callbacks.deferred_reweighting import DeferredReweighting
 from lt_lightning.callbacks.expert_aggregation import TestTimeAggregation
 from lt_lightning.callbacks.expert_router_training import ExpertRouterTraining
 from lt_lightning.callbacks.knowledge_distillation import KnowledgeDistillation
+from lt_lightning.callbacks.momentum_encoder import MomentumEncoder
 from lt_lightning.callbacks.nearest_class_mean import NearestClassMean
 from lt_lightning.callbacks.posthoc_logit_adjustment import PostHocLogitAdjustment
 from lt_lightning.callbacks.resampling_schedule import ResamplingSchedule
@@ -15,6 +16,7 @@ from lt_lightning.callbacks.tau_normalization import TauNormalization
 from lt_lightning.callbacks.test_report import TestReport
 
 __all__ = [
+    "MomentumEncoder",
     "KnowledgeDistillation",
     "BatchMixing",
     "ClassifierRetraining",

@@ -7,6 +7,7 @@ from lt_lightning.heads.linear import LinearHead
 from lt_lightning.heads.lws import LWSHead
 from lt_lightning.heads.multi_expert import MultiExpertHead
 from lt_lightning.heads.ncm import NCMHead
+from lt_lightning.heads.projection import ProjectionHead
 from lt_lightning.heads.routed_multi_expert import RoutedMultiExpertHead
 from lt_lightning.heads.tau_norm import TauNormHead
 
@@ -18,6 +19,7 @@ __all__ = [
     "LWSHead",
     "MultiExpertHead",
     "NCMHead",
+    "ProjectionHead",
     "RoutedMultiExpertHead",
     "TauNormHead",
 ]

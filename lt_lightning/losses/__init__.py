@@ -4,6 +4,7 @@ from lt_lightning.losses._checks import check_finite_loss
 from lt_lightning.losses.base import LongTailLoss
 from lt_lightning.losses.bbn import BilateralLoss
 from lt_lightning.losses.class_balanced import ClassBalancedLoss, class_balanced_loss, sigmoid_focal_loss
+from lt_lightning.losses.contrastive import simclr_loss, supervised_contrastive_loss
 from lt_lightning.losses.cross_entropy import CrossEntropyLoss, cross_entropy
 from lt_lightning.losses.distillation import DistillationLoss, distillation_loss
 from lt_lightning.losses.equalization import EqualizationLoss, softmax_equalization_loss
@@ -23,13 +24,20 @@ from lt_lightning.losses.logit_adjustment import (
     log_prior_from_counts,
     logit_adjusted_loss,
 )
+from lt_lightning.losses.paco import PaCoLoss, paco_loss
 from lt_lightning.losses.ride import RIDELoss
 from lt_lightning.losses.sade import DiverseExpertLoss
 from lt_lightning.losses.seesaw import SeesawLoss, seesaw_loss
+from lt_lightning.losses.supcon import SupervisedContrastiveLoss
 from lt_lightning.losses.weighted import ClassWeightedLoss, WeightedCrossEntropyLoss, weighted_cross_entropy
 from lt_lightning.losses.weighting import effective_number_weights, inverse_power_weights
 
 __all__ = [
+    "PaCoLoss",
+    "SupervisedContrastiveLoss",
+    "paco_loss",
+    "simclr_loss",
+    "supervised_contrastive_loss",
     "DistillationLoss",
     "distillation_loss",
     "LabelAwareSmoothingLoss",

@@ -1,0 +1,97 @@
+"""Projection head for representation learning: an MLP projection of the features beside the classifier.
+
+Contrastive methods (SimCLR, Chen et al. ICML 2020; SupCon, Khosla et al. NeurIPS 2020; KCL, Kang et al. ICLR 2021;
+PaCo, Cui et al. ICCV 2021) compare ``z = normalize(g(f))``, where ``g`` is a small MLP on the backbone features
+``f``, and classify with a separate classifier on ``f``. This head returns both in one
+:class:`~lt_lightning.output.ModelOutput`:
+
+* ``logits``: ``classifier(f)``, or ``classifier(f.detach())`` with ``detach_classifier=True`` (an online linear
+  probe: the classifier's loss trains the classifier only and the representation is learned by the contrastive
+  term alone -- SupCon / KCL; PaCo trains both through the same loss and sets it to ``False``);
+* ``extras["projection"]``: ``[B, projection_dim]`` L2-normalised projection ``z``.
+
+``g`` is ``Linear(D, H) -> [BatchNorm1d(H)] -> ReLU -> Linear(H, projection_dim)`` (SupCon's "mlp" head; the
+PaCo / MoCo v2 CIFAR head adds the BatchNorm).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lt_lightning.heads.linear import LinearHead
+from lt_lightning.output import ModelOutput, as_output
+
+#: where the projection is stored in ``ModelOutput.extras``
+PROJECTION_KEY = "projection"
+
+
+class ProjectionHead(nn.Module):
+    """MLP projection (L2-normalised, in ``extras["projection"]``) plus a classifier on the features.
+
+    Built by the module as ``ProjectionHead(in_features, num_classes)``; from YAML give ``projection_dim`` etc. in
+    ``init_args`` and the classifier as a nested ``class_path`` (any head factory ``(D, C) -> head``).
+
+    Args:
+        in_features: feature dimension ``D`` (the backbone's ``num_features``).
+        num_classes: number of classes ``C``.
+        projection_dim: output dimension of the projection (128 in SupCon, 64 in PaCo's CIFAR recipe).
+        hidden_dim: hidden width ``H`` of the MLP; ``None``: ``D``.
+        classifier: head factory called as ``classifier(D, C)``; default linear.
+        detach_classifier: feed the classifier ``f.detach()`` (no gradient from the classifier into the backbone).
+        batch_norm: BatchNorm after the hidden layer (MoCo v2 / PaCo CIFAR head).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        projection_dim: int = 128,
+        hidden_dim: int | None = None,
+        classifier: Callable[[int, int], nn.Module] = LinearHead,
+        detach_classifier: bool = True,
+        batch_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        if in_features <= 0 or num_classes <= 0:
+            raise ValueError(f"in_features and num_classes must be positive, got {in_features}, {num_classes}")
+        if projection_dim <= 0:
+            raise ValueError(f"projection_dim must be positive, got {projection_dim}")
+        hidden = in_features if hidden_dim is None else hidden_dim
+        if hidden <= 0:
+            raise ValueError(f"hidden_dim must be positive, got {hidden_dim}")
+        self.in_features = in_features
+        self.num_classes = num_classes
+        self.projection_dim = projection_dim
+        self.detach_classifier = bool(detach_classifier)
+        layers: list[nn.Module] = [nn.Linear(in_features, hidden)]
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(hidden))
+        layers += [nn.ReLU(inplace=True), nn.Linear(hidden, projection_dim)]
+        self.projection = nn.Sequential(*layers)
+        self.classifier = classifier(in_features, num_classes)
+
+    @property
+    def weight(self) -> Tensor:
+        """The classifier's weight ``[C, D]`` (what weight-based callbacks such as τ-normalisation read)."""
+        return self.classifier.weight
+
+    def reset_parameters(self) -> None:
+        """Re-initialise the classifier only (cRT's re-initialisation; the projection is not used afterwards)."""
+        self.classifier.reset_parameters()
+
+    def project(self, features: Tensor) -> Tensor:
+        """``normalize(g(f))``, ``[B, projection_dim]``."""
+        return F.normalize(self.projection(features), dim=1)
+
+    def forward(self, features: Tensor) -> ModelOutput:
+        head_input = features.detach() if self.detach_classifier else features
+        output = as_output(self.classifier(head_input), features)
+        output.features = features
+        output.extras[PROJECTION_KEY] = self.project(features)
+        return output
+
+    def extra_repr(self) -> str:
+        return f"projection_dim={self.projection_dim}, detach_classifier={self.detach_classifier}"
