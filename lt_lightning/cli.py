@@ -9,6 +9,7 @@ model, the single path of the class prior.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from lightning.pytorch import Trainer
@@ -55,6 +56,15 @@ def main(args: list[str] | None = None) -> None:
     """Entry point of the ``lt-lightning`` console script and ``python -m lt_lightning``.
 
     Returns ``None`` so that the console script exits with status 0 (``sys.exit(main())``); use :func:`run` to get
-    the CLI object.
+    the CLI object. ``lt-lightning study ...`` (first argument ``study``) runs the survey's empirical study instead
+    (:mod:`lt_lightning.study.cli`) and exits with its status.
     """
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv[:1] == ["study"]:
+        from lt_lightning.study.cli import main as study_main
+
+        status = study_main(argv[1:])
+        if status:
+            sys.exit(status)
+        return
     run(args)

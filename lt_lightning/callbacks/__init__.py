@@ -12,10 +12,12 @@ from lt_lightning.callbacks.momentum_encoder import MomentumEncoder
 from lt_lightning.callbacks.nearest_class_mean import NearestClassMean
 from lt_lightning.callbacks.posthoc_logit_adjustment import PostHocLogitAdjustment
 from lt_lightning.callbacks.resampling_schedule import ResamplingSchedule
+from lt_lightning.callbacks.self_supervised_init import SelfSupervisedInit
 from lt_lightning.callbacks.tau_normalization import TauNormalization
 from lt_lightning.callbacks.test_report import TestReport
 
 __all__ = [
+    "SelfSupervisedInit",
     "MomentumEncoder",
     "KnowledgeDistillation",
     "BatchMixing",

@@ -20,6 +20,11 @@ Validation set (not in LDAM-DRW, which reports the last epoch on the test set), 
 
 The test set is the balanced official test set (10,000 images); nothing selects on it.
 
+Balanced reference set (``balanced_reference=True``, the survey's relative accuracy; Zhang et al., TPAMI 2023,
+Sec. 4): the training set becomes ``floor(N / C)`` images per class, ``N`` the long-tailed total (CIFAR-10-LT
+rho = 100: 12,406 images, 1,240 per class), drawn with ``split_seed`` from the full training set minus the validation
+images (:mod:`lt_lightning.data.balanced_reference`). Validation and test sets are those of the long-tailed set.
+
 The reader parses the original pickles itself (``cifar-10-batches-py/`` or ``cifar-100-python/`` under ``root``)
 and does not run torchvision's md5 check, so re-encoded copies (e.g. ``../shared/data/make_cifar10.py``) work.
 """
@@ -36,6 +41,7 @@ import numpy as np
 import torch
 
 from lt_lightning.data._split import hold_out_per_class
+from lt_lightning.data.balanced_reference import select_balanced_reference
 from lt_lightning.data.base import LongTailDataModule, TensorImageDataset
 from lt_lightning.data.profiles import Profile, long_tail_counts, select_long_tail_indices
 from lt_lightning.data.transforms import CIFAR_MEAN, CIFAR_STD
@@ -121,6 +127,8 @@ class CIFARLTDataModule(LongTailDataModule):
         val_source: ``"unused"`` (exact LDAM-DRW training set) or ``"holdout"`` (validation balanced over all
             classes); see the module docstring.
         split_seed: seed of LDAM-DRW's selection (``rand_number``, 0 in the paper's runs).
+        balanced_reference: train on the balanced reference set (``floor(N / C)`` per class from the training images
+            outside the validation set) instead of the long-tailed set; see the module docstring.
         **kwargs: :class:`~lt_lightning.data.base.LongTailDataModule` arguments (batch_size, seed, ...).
     """
 
@@ -139,6 +147,7 @@ class CIFARLTDataModule(LongTailDataModule):
         val_per_class: int | None = None,
         val_source: Literal["unused", "holdout"] = "unused",
         split_seed: int = 0,
+        balanced_reference: bool = False,
         batch_size: int = 128,
         **kwargs: Any,
     ) -> None:
@@ -173,10 +182,18 @@ class CIFARLTDataModule(LongTailDataModule):
                     "use val_source='holdout' for a validation set balanced over all classes",
                     stacklevel=2,
                 )
+        self.balanced_reference = bool(balanced_reference)
+        origin = f"CIFAR-{self.dataset_classes}-LT"
+        if self.balanced_reference:
+            reference_pool = np.setdiff1d(pool, val_index)
+            chosen = select_balanced_reference(
+                labels[reference_pool], len(selected), self.dataset_classes, split_seed, names, "training set"
+            )
+            selected, origin = reference_pool[chosen], origin + " (balanced reference)"
         self.train_index = selected
         self.val_index = np.sort(val_index)
         self._train_images, self._train_labels = images, labels
-        self._set_class_info(labels[selected], self.dataset_classes, names, origin=f"CIFAR-{self.dataset_classes}-LT")
+        self._set_class_info(labels[selected], self.dataset_classes, names, origin=origin)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_dataset is not None:

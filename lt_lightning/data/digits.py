@@ -14,6 +14,10 @@ With the defaults (``rho = 10``, exponential profile, test 40 / val 20 per class
 (< 20) groups are all non-empty. Pixels are scaled to ``uint8`` (``v * 255 / 16``) and enlarged to
 ``image_size`` by nearest-neighbour repetition; training augmentation is a random crop with
 ``crop_padding = image_size // 8`` (no flip: digits are not mirror-symmetric).
+
+With ``balanced_reference=True`` the training set is the long-tailed set's balanced reference set instead
+(:mod:`lt_lightning.data.balanced_reference`): ``floor(N / 10)`` images per class drawn with ``split_seed`` from the
+same pool (46 per class for the defaults' ``N = 461``); validation and test sets are unchanged.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import numpy as np
 import torch
 
 from lt_lightning.data._split import hold_out_per_class
+from lt_lightning.data.balanced_reference import select_balanced_reference
 from lt_lightning.data.base import LongTailDataModule, TensorImageDataset
 from lt_lightning.data.profiles import Profile, long_tail_counts, select_long_tail_indices
 
@@ -50,6 +55,8 @@ class DigitsLTDataModule(LongTailDataModule):
         test_per_class: balanced test images per class.
         image_size: side of the (nearest-neighbour enlarged) square images, a multiple of 8.
         split_seed: seed of the test/val hold-out and of the long-tailed selection.
+        balanced_reference: train on the balanced reference set of the long-tailed set (``floor(N / C)`` per class
+            from the same pool) instead of the long-tailed set, for the survey's relative accuracy.
         **kwargs: :class:`~lt_lightning.data.base.LongTailDataModule` arguments (batch_size, seed, ...).
     """
 
@@ -66,6 +73,7 @@ class DigitsLTDataModule(LongTailDataModule):
         test_per_class: int = 40,
         image_size: int = 8,
         split_seed: int = 0,
+        balanced_reference: bool = False,
         batch_size: int = 64,
         **kwargs,
     ) -> None:
@@ -92,12 +100,16 @@ class DigitsLTDataModule(LongTailDataModule):
             )
         counts = long_tail_counts(10, n_max, imbalance_ratio, profile)
         chosen, _ = select_long_tail_indices(labels[pool_idx], counts, seed=split_seed)
+        self.balanced_reference = bool(balanced_reference)
+        if self.balanced_reference:
+            chosen = select_balanced_reference(labels[pool_idx], len(chosen), 10, split_seed, what="digits pool")
         self.train_index = pool_idx[chosen]
         self.val_index = val_idx
         self.test_index = test_idx
         self._images = images
         self._labels = labels
-        self._set_class_info(labels[self.train_index], 10, [str(d) for d in range(10)], origin="Digits-LT")
+        origin = "Digits-LT" + (" (balanced reference)" if self.balanced_reference else "")
+        self._set_class_info(labels[self.train_index], 10, [str(d) for d in range(10)], origin=origin)
 
     def _dataset(self, index: np.ndarray) -> TensorImageDataset:
         x = torch.from_numpy(self._images[index])

@@ -21,6 +21,11 @@ Splits, seeded by ``split_seed`` (the same steps as :mod:`lt_lightning.data.digi
    picked by :func:`~lt_lightning.data.profiles.select_long_tail_indices` (LDAM-DRW's selection) with
    ``split_seed``.
 
+3. With ``balanced_reference=True`` the training set is the balanced reference set of the set of step 2 (the
+   survey's relative accuracy; :mod:`lt_lightning.data.balanced_reference`): ``floor(N / C)`` images per class,
+   ``N`` the size of the training set of step 2, drawn with ``split_seed`` from the pool of step 2 (so never from
+   validation or test images). A class with too few images in the pool is a ``ValueError`` naming it.
+
 All of this lists files only (no decoding), so the class statistics exist after ``__init__``.
 """
 
@@ -32,6 +37,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from lt_lightning.data._split import hold_out_per_class
+from lt_lightning.data.balanced_reference import select_balanced_reference
 from lt_lightning.data.base import SamplerFactory
 from lt_lightning.data.image_files import ImageFileDataModule
 from lt_lightning.data.profiles import Profile, long_tail_counts, select_long_tail_indices
@@ -109,7 +115,8 @@ class ImageFolderLTDataModule(ImageFileDataModule):
         image_size: side of the square crops (small sizes are fine for tests).
         resize_size: shorter side before the evaluation centre crop (default ``int(image_size / 0.875)``).
         on_error: ``"raise"`` or ``"skip"`` for unreadable images.
-        split_seed: seed of the hold-out and of the long-tailed selection.
+        split_seed: seed of the hold-out, of the long-tailed selection and of the balanced reference draw.
+        balanced_reference: train on the balanced reference set of the training set (see the module docstring).
         batch_size, eval_batch_size, num_workers, seed, augment, pin_memory, sampler: see
             :class:`~lt_lightning.data.base.LongTailDataModule`.
 
@@ -135,6 +142,7 @@ class ImageFolderLTDataModule(ImageFileDataModule):
         resize_size: int | None = None,
         on_error: str = "raise",
         split_seed: int = 0,
+        balanced_reference: bool = False,
         batch_size: int = 128,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
@@ -201,6 +209,7 @@ class ImageFolderLTDataModule(ImageFileDataModule):
         for split, index in zip(hold, held, strict=True):
             lists[split] = _take(paths, labels, index)
         paths, labels = _take(paths, labels, pool)
+        pool_paths, pool_labels = paths, labels
 
         if imbalance_ratio is not None:
             pool_sizes = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
@@ -211,10 +220,16 @@ class ImageFolderLTDataModule(ImageFileDataModule):
             counts = long_tail_counts(num_classes, head, float(imbalance_ratio), profile)
             selected, _ = select_long_tail_indices(labels, counts, seed=split_seed)
             paths, labels = _take(paths, labels, np.sort(selected))
-        lists["train"] = (paths, labels)
         origin = f"training folder {train_dir!r}" + (
             "" if imbalance_ratio is None else f" (profile {profile!r}, imbalance_ratio={imbalance_ratio})"
         )
+        self.balanced_reference = bool(balanced_reference)
+        if self.balanced_reference:
+            what = f"pool of {train_dir!r} (after the val/test hold-out)"
+            chosen = select_balanced_reference(pool_labels, len(labels), num_classes, split_seed, names, what)
+            paths, labels = _take(pool_paths, pool_labels, chosen)
+            origin += " (balanced reference)"
+        lists["train"] = (paths, labels)
         self._set_image_lists(lists, num_classes, names, origin=origin)
 
 

@@ -18,6 +18,13 @@ Validation: with a ``val_file`` (ImageNet-LT and Places-LT ship a balanced one) 
 file. Giving neither is an error; giving both is an error too (ambiguous). For iNaturalist 2018, whose
 published "val" file is the test set of the literature, pass it as ``test_file`` and set ``val_per_class``
 (iNaturalist's smallest class has 2 training images, so at most 1).
+
+Balanced reference set (``balanced_reference=True``; the survey's relative accuracy, Zhang et al., TPAMI 2023,
+Sec. 4; :mod:`lt_lightning.data.balanced_reference`): the training set becomes ``floor(N / C)`` images per class,
+``N`` the long-tailed training set's size, drawn with ``split_seed`` from ``reference_file`` (a split file of the
+images to draw from, e.g. the full ILSVRC-2012 training list for ImageNet-LT; images also listed in the validation
+or test split are left out) or, without one, from the training file itself (after the validation hold-out). A class
+with fewer images than that is a ``ValueError`` naming it: a long-tailed training file alone rarely suffices.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from lt_lightning.data._split import hold_out_per_class
+from lt_lightning.data.balanced_reference import select_balanced_reference
 from lt_lightning.data.base import SamplerFactory
 from lt_lightning.data.image_files import ImageFileDataModule
 from lt_lightning.data.split_file import parse_split_file
@@ -58,6 +66,9 @@ class SplitFileDataModule(ImageFileDataModule):
             :class:`~lt_lightning.data.image_files.ImageFileDataModule`).
         split_seed: seed of the ``val_per_class`` hold-out (kept apart from ``seed`` so that runs with different
             training seeds validate on the same images).
+        balanced_reference: train on the balanced reference set (see the module docstring).
+        reference_file: split file of the images the balanced reference set is drawn from (default the training
+            file); only read with ``balanced_reference``.
         batch_size, eval_batch_size, num_workers, seed, augment, pin_memory, sampler: see
             :class:`~lt_lightning.data.base.LongTailDataModule`.
 
@@ -83,6 +94,8 @@ class SplitFileDataModule(ImageFileDataModule):
         resize_size: int | None = None,
         on_error: str = "raise",
         split_seed: int = 0,
+        balanced_reference: bool = False,
+        reference_file: str | None = None,
         batch_size: int = 128,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
@@ -124,6 +137,10 @@ class SplitFileDataModule(ImageFileDataModule):
         files = {"train": self.train_file, "test": self.test_file}
         if self.val_file is not None:
             files["val"] = self.val_file
+        self.balanced_reference = bool(balanced_reference)
+        self.reference_file = None if reference_file is None else os.fspath(reference_file)
+        if self.balanced_reference and self.reference_file is not None:
+            files["reference"] = self.reference_file
         for split, path in files.items():
             if not os.path.isfile(path):
                 raise self._not_found(f"{split} split file {path!r} not found")
@@ -146,7 +163,26 @@ class SplitFileDataModule(ImageFileDataModule):
             parsed["val"] = _take(paths, labels, val_idx)
             parsed["train"] = _take(paths, labels, train_idx)
 
-        self._set_image_lists(parsed, num_classes, class_names, origin=f"train split file {self.train_file!r}")
+        origin = f"train split file {self.train_file!r}"
+        if self.balanced_reference:
+            parsed["train"], origin = self._balanced_reference(parsed, num_classes, class_names), origin + " (balanced)"
+        parsed.pop("reference", None)
+        self._set_image_lists(parsed, num_classes, class_names, origin=origin)
+
+    def _balanced_reference(
+        self, parsed: dict[str, tuple[list[str], list[int]]], num_classes: int, class_names: Sequence[str] | None
+    ) -> tuple[list[str], list[int]]:
+        """``floor(N / C)`` images per class from ``reference_file`` (minus val/test images) or the training list."""
+        if "reference" in parsed:
+            held = set(parsed["val"][0]) | set(parsed["test"][0])
+            paths, labels = parsed["reference"]
+            keep = np.array([i for i, p in enumerate(paths) if p not in held], dtype=np.int64)
+            pool, what = _take(paths, labels, keep), f"reference file {self.reference_file!r} (minus val/test images)"
+        else:
+            pool, what = parsed["train"], f"train split file {self.train_file!r}"
+        total = len(parsed["train"][1])
+        chosen = select_balanced_reference(pool[1], total, num_classes, self.split_seed, class_names, what)
+        return _take(*pool, chosen)
 
 
 def _take(paths: list[str], labels: list[int], index: np.ndarray) -> tuple[list[str], list[int]]:

@@ -4,6 +4,11 @@ Class ``c`` has a fixed random prototype image ``mu_c`` (uniform in ``[64, 192]`
 ``clip(mu_c + sigma * eps, 0, 255)`` as ``uint8`` with ``eps ~ N(0, 1)`` per pixel. Training counts follow a
 long-tailed profile (:func:`~lt_lightning.data.profiles.long_tail_counts`); validation and test sets are balanced.
 Everything is drawn from one seeded ``torch.Generator``, so the data are identical in every process.
+
+With ``balanced_reference=True`` the training set is the balanced reference set of the long-tailed one
+(:mod:`lt_lightning.data.balanced_reference`): ``floor(N / C)`` images per class of the same distribution, drawn
+from the same generator *after* the long-tailed, validation and test sets, so validation and test images are the
+same as without it and the balanced training images are new ones.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lt_lightning.data.balanced_reference import balanced_reference_per_class
 from lt_lightning.data.base import LongTailDataModule, TensorImageDataset
 from lt_lightning.data.profiles import Profile, long_tail_counts
 
@@ -39,6 +45,8 @@ class SyntheticLTDataModule(LongTailDataModule):
         channels: image channels.
         noise_std: pixel noise ``sigma`` (0..255 scale); larger is harder.
         data_seed: seed of the prototypes and samples (the sampler uses ``seed``).
+        balanced_reference: train on ``floor(N / C)`` images per class instead of the long-tailed ``N`` (the
+            survey's balanced reference set; see the module docstring).
         **kwargs: :class:`~lt_lightning.data.base.LongTailDataModule` arguments (batch_size, seed, ...).
     """
 
@@ -57,6 +65,7 @@ class SyntheticLTDataModule(LongTailDataModule):
         channels: int = 3,
         noise_std: float = 48.0,
         data_seed: int = 0,
+        balanced_reference: bool = False,
         batch_size: int = 32,
         **kwargs,
     ) -> None:
@@ -78,6 +87,10 @@ class SyntheticLTDataModule(LongTailDataModule):
         self.noise_std = float(noise_std)
         self.data_seed = data_seed
         self._train_counts = counts
+        self.balanced_reference = bool(balanced_reference)
+        if self.balanced_reference:
+            counts = [balanced_reference_per_class(sum(counts), num_classes)] * num_classes
+        self._reference_counts = counts
         labels = torch.repeat_interleave(torch.arange(num_classes), torch.as_tensor(counts))
         self._set_class_info(labels, num_classes, origin="synthetic training labels")
 
@@ -90,6 +103,8 @@ class SyntheticLTDataModule(LongTailDataModule):
         train = gaussian_blob_images(self._train_counts, prototypes, self.noise_std, g)
         val = gaussian_blob_images([self.val_per_class] * self.num_classes, prototypes, self.noise_std, g)
         test = gaussian_blob_images([self.test_per_class] * self.num_classes, prototypes, self.noise_std, g)
+        if self.balanced_reference:  # drawn after val/test, so those stay the same images
+            train = gaussian_blob_images(self._reference_counts, prototypes, self.noise_std, g)
         self.train_dataset = TensorImageDataset(*train)
         self.val_dataset = TensorImageDataset(*val)
         self.test_dataset = TensorImageDataset(*test)

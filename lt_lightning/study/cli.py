@@ -1,0 +1,131 @@
+"""``lt-lightning study -c STUDY.yaml``: run the survey's empirical study over a grid of methods and write its report.
+
+    lt-lightning study -c configs/study/digits_lt.yaml                    # run (or resume) everything, then report
+    lt-lightning study -c configs/study/digits_lt.yaml --list             # show the grid and what is cached
+    lt-lightning study -c configs/study/digits_lt.yaml --extra trainer.max_epochs=2 --runs-dir /tmp/quick
+    lt-lightning study -c configs/study/cifar10_lt.yaml --shard 3/8       # one job of a cluster array
+    lt-lightning study -c configs/study/cifar10_lt.yaml --report-only     # after all shards: the report
+
+Every (method, training set, seed) is one run of the ordinary ``lt-lightning fit`` / ``test`` (see
+:mod:`lt_lightning.study.grid`), cached in the runs folder: a second call skips what is finished, a killed study
+resumes. A run that fails is reported (its error line and log) and the rest of the grid goes on; the exit status is
+1 when some run of this call failed.
+
+SLURM array (each task one shard; each run can itself use several GPUs through ``--extra``)::
+
+    #!/bin/bash
+    #SBATCH --array=1-8
+    #SBATCH --gpus=1 --cpus-per-task=8 --time=24:00:00
+    lt-lightning study -c configs/study/cifar10_lt.yaml --shard ${SLURM_ARRAY_TASK_ID}/8 \\
+        --extra trainer.accelerator=gpu trainer.devices=1 --no-report
+
+    # then, once the array is done (e.g. sbatch --dependency=afterany:<array job id>):
+    lt-lightning study -c configs/study/cifar10_lt.yaml --report-only
+
+Every shard must be given the same ``--extra`` (it is part of the runs' cache keys) and see the same runs folder
+(a shared file system).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections.abc import Sequence
+
+from lt_lightning.study.config import load_study, normalise_cli_args
+from lt_lightning.study.grid import build_units, parse_shard, run_grid, shard_units
+from lt_lightning.study.launch import LAUNCHERS, Launch
+from lt_lightning.study.report import write_report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lt-lightning study", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("-c", "--config", required=True, help="the study YAML (lt_lightning.study.config)")
+    parser.add_argument("--shard", default=None, help="K/N: run only shard K of N (1 <= K <= N) of the grid")
+    parser.add_argument("--methods", nargs="+", default=None, help="run only these methods (names in the study)")
+    parser.add_argument("--runs-dir", default=None, help="override the study's runs_dir")
+    parser.add_argument("--report-dir", default=None, help="override the study's report_dir")
+    parser.add_argument("--stage2-epochs", type=int, default=None, help="override the study's stage2_epochs")
+    parser.add_argument(
+        "--launcher",
+        choices=LAUNCHERS,
+        default="subprocess",
+        help="subprocess: a fresh process per command (default; any Lightning strategy); inprocess: faster start, "
+        "for small CPU studies",
+    )
+    parser.add_argument(
+        "--launch-prefix",
+        default="",
+        help="command put before each `python -m lt_lightning ...` of the subprocess launcher, e.g. "
+        "'srun --ntasks-per-node=4' for runs over several devices or nodes under SLURM",
+    )
+    parser.add_argument("--list", action="store_true", help="print the grid and its cache state, run nothing")
+    parser.add_argument("--report-only", action="store_true", help="write the report from the cache, run nothing")
+    parser.add_argument("--no-report", action="store_true", help="run the grid without writing the report")
+    parser.add_argument(
+        "--extra",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="further CLI arguments for every fit and test (last option): e.g. --extra trainer.max_epochs=2",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the study command; return the exit status (0, or 1 when a run failed)."""
+    from rich.console import Console
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        study = load_study(args.config)
+        if args.stage2_epochs is not None and args.stage2_epochs < 1:
+            raise ValueError(f"--stage2-epochs must be >= 1, got {args.stage2_epochs}")
+        study = study.with_overrides(
+            runs_dir=args.runs_dir, report_dir=args.report_dir, stage2_epochs=args.stage2_epochs
+        )
+        shard = None if args.shard is None else parse_shard(args.shard)
+        extra = normalise_cli_args(args.extra)
+        launch = Launch(args.launcher, tuple(shlex.split(args.launch_prefix)))
+        units = shard_units(build_units(study, extra, args.methods), shard)
+        if args.methods:  # the report shows the chosen methods (and the baseline, whose balanced run is A_v)
+            chosen = set(args.methods) | {study.baseline}
+            chosen |= {study.method(n).source for n in args.methods if study.method(n).derived}
+            study = study.with_overrides(methods=tuple(m for m in study.methods if m.name in chosen))
+        all_units = build_units(study, extra)
+    except (ValueError, FileNotFoundError) as err:
+        parser.error(str(err))
+    console = Console()
+    command = "lt-lightning study " + " ".join(shlex.quote(a) for a in argv)
+    if args.list:
+        for i, unit in enumerate(units, 1):
+            state = "done" if unit.done() else ("failed" if (unit.directory / "failed.json").is_file() else "to run")
+            stages = f" + {', '.join(unit.stages)}" if unit.stages else ""
+            console.print(
+                f"{i:3d}. {unit.label}{stages}: {state} ({unit.directory})",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+        return 0
+    status = 0
+    if not args.report_only:
+        title = f"study {study.name}" + (f" shard {args.shard}" if shard else "")
+        outcomes = run_grid(units, launch, console, title)
+        failed = [o for o in outcomes if o.status == "failed"]
+        done = sum(o.status == "done" for o in outcomes)
+        cached = sum(o.status == "cached" for o in outcomes)
+        summary = f"{len(units)} runs: {done} run now, {cached} cached, {len(failed)} failed"
+        console.print(summary, highlight=False, soft_wrap=True)
+        status = 1 if failed else 0
+    if not args.no_report:
+        write_report(study, all_units, command, extra)
+        console.print(f"report: {study.report_dir}/report.md", highlight=False, soft_wrap=True)
+    return status
+
+
+__all__ = ["build_parser", "main"]

@@ -1,0 +1,283 @@
+"""The study YAML: which dataset, which methods (with their survey family), which seeds, at which budget.
+
+Example (``configs/study/digits_lt.yaml``)::
+
+    name: digits_lt                      # a label for titles and default folders
+    data: {}                             # extra data arguments for every run: --data.init_args.<key>=<value>
+    seeds: [0]                           # every (method, training set) runs once per seed
+    budget: []                           # config files given after each method config (-c), e.g. a shorter schedule
+    extra: []                            # further CLI arguments for every fit and test, e.g. --trainer.accelerator=gpu
+    baseline: ce                         # the plain cross-entropy method whose balanced run gives A_v
+    stage2_epochs: 10                    # epochs of the decoupled cRT / LWS second stages
+    runs_dir: runs/study/digits_lt       # cached runs
+    report_dir: docs/study/digits_lt     # tables, JSON, figures
+    methods:
+      - {name: ce, config: configs/experiments/digits_lt/ce.yaml, family: baseline, stages: [ncm, crt, lws]}
+      - {name: focal, config: configs/experiments/digits_lt/focal.yaml, family: re-balancing}
+      - {name: crt_ce, from: ce, stage: crt, family: module}
+
+A method is either a **config** (a stand-alone ``lt-lightning fit`` YAML), run as it is on the long-tailed training
+set and on its balanced reference set, or **derived**: ``from`` another method and ``stage`` one of its decoupled
+second stages (``ncm``, ``crt``, ``lws``), whose numbers are that stage run after the other method's fit, on each
+training set (how a two-stage method is measured at a budget too short for its own one-fit config). ``stages``
+lists decoupled stages to measure on a config method's long-tailed runs for Table 7 (joint / NCM / cRT / LWS).
+``family`` is the survey's taxonomy: ``baseline`` (softmax), ``re-balancing`` (class re-balancing),
+``augmentation`` (information augmentation), ``module`` (module improvement).
+
+Relative paths (method configs, budget files, ``runs_dir``, ``report_dir``) are taken from the current directory
+(the repository root for the configs under ``configs/study/``), as ``lt-lightning -c`` takes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+FAMILIES: tuple[str, ...] = ("baseline", "re-balancing", "augmentation", "module")
+"""The survey's method families (Zhang et al., TPAMI 2023, Fig. 2), plus the softmax baseline."""
+
+STAGES: tuple[str, ...] = ("ncm", "crt", "lws")
+"""Decoupled second stages (Kang et al., ICLR 2020) after a joint fit: NCM (test time), cRT and LWS (a second fit)."""
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+_KEYS = {"name", "data", "seeds", "budget", "extra", "baseline", "stage2_epochs", "runs_dir", "report_dir", "methods"}
+_METHOD_KEYS = {"name", "config", "family", "stages", "from", "stage", "extra"}
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One method of the study (see the module docstring).
+
+    Attributes:
+        name: unique name (letters, digits, ``_ . + -``), used in tables and run folders.
+        family: one of :data:`FAMILIES`.
+        config: the method's ``lt-lightning fit`` YAML; ``None`` for a derived method.
+        stages: decoupled stages measured on the long-tailed runs (Table 7).
+        source: for a derived method, the config method it is a stage of.
+        stage: for a derived method, which of :data:`STAGES`.
+        extra: further CLI arguments for this method's runs.
+    """
+
+    name: str
+    family: str
+    config: str | None = None
+    stages: tuple[str, ...] = ()
+    source: str | None = None
+    stage: str | None = None
+    extra: tuple[str, ...] = ()
+
+    @property
+    def derived(self) -> bool:
+        return self.source is not None
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """A parsed study YAML (see the module docstring); :func:`load_study` builds and checks it."""
+
+    name: str
+    methods: tuple[MethodSpec, ...]
+    seeds: tuple[int, ...] = (0,)
+    data: Mapping[str, Any] = field(default_factory=dict)
+    budget: tuple[str, ...] = ()
+    extra: tuple[str, ...] = ()
+    baseline: str = "ce"
+    stage2_epochs: int = 10
+    runs_dir: str = "runs/study"
+    report_dir: str = "reports/study"
+    path: str | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+    def method(self, name: str) -> MethodSpec:
+        for m in self.methods:
+            if m.name == name:
+                return m
+        raise KeyError(name)
+
+    def stages_needed(self, method: MethodSpec, balanced: bool) -> tuple[str, ...]:
+        """Decoupled stages to run after ``method``'s fit on one training set, in :data:`STAGES` order.
+
+        On the long-tailed set: its own ``stages`` and those of the methods derived from it; on the balanced set:
+        those of the derived methods only (their ``A_b``).
+        """
+        wanted = set() if balanced else set(method.stages)
+        wanted |= {m.stage for m in self.methods if m.source == method.name}
+        return tuple(s for s in STAGES if s in wanted)
+
+    def with_overrides(self, **changes: Any) -> StudyConfig:
+        """A copy with some fields replaced (``None`` values are ignored)."""
+        values = {k: v for k, v in changes.items() if v is not None}
+        return StudyConfig(**{**self.__dict__, **values})
+
+
+def _str_list(value: Any, what: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str) or not isinstance(value, Sequence) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{what} must be a list of strings, got {value!r}")
+    return tuple(value)
+
+
+def normalise_cli_args(args: Sequence[str]) -> tuple[str, ...]:
+    """``trainer.max_epochs=2`` -> ``--trainer.max_epochs=2`` (arguments already starting with ``-`` are kept)."""
+    return tuple(a if a.startswith("-") else f"--{a}" for a in args)
+
+
+def _method(entry: Any, index: int) -> MethodSpec:
+    where = f"methods[{index}]"
+    if not isinstance(entry, Mapping):
+        raise ValueError(f"{where} must be a mapping with name, config (or from + stage) and family, got {entry!r}")
+    unknown = sorted(set(entry) - _METHOD_KEYS)
+    if unknown:
+        raise ValueError(f"{where} has unknown keys {unknown} (allowed: {sorted(_METHOD_KEYS)})")
+    name = entry.get("name")
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(f"{where}.name must be a name of letters, digits, '_', '.', '+', '-', got {name!r}")
+    where = f"method {name!r}"
+    family = entry.get("family")
+    if family not in FAMILIES:
+        raise ValueError(f"{where}: family must be one of {FAMILIES}, got {family!r}")
+    stages = _str_list(entry.get("stages"), f"{where}: stages")
+    bad = [s for s in stages if s not in STAGES]
+    if bad:
+        raise ValueError(f"{where}: stages must be among {STAGES}, got {bad}")
+    config, source, stage = entry.get("config"), entry.get("from"), entry.get("stage")
+    if (config is None) == (source is None):
+        raise ValueError(f"{where}: give either config (a fit YAML) or from + stage (a stage of another method)")
+    if config is not None and not isinstance(config, str):
+        raise ValueError(f"{where}: config must be a path, got {config!r}")
+    if source is not None:
+        if stage not in STAGES:
+            raise ValueError(f"{where}: a method given by 'from' needs stage in {STAGES}, got {stage!r}")
+        if stages:
+            raise ValueError(f"{where}: a method given by 'from' cannot have stages of its own")
+    elif stage is not None:
+        raise ValueError(f"{where}: 'stage' goes with 'from' (a stage of another method), not with config")
+    extra = normalise_cli_args(_str_list(entry.get("extra"), f"{where}: extra"))
+    return MethodSpec(name, family, config, tuple(dict.fromkeys(stages)), source, stage, extra)
+
+
+def parse_study(raw: Mapping[str, Any], path: str | None = None) -> StudyConfig:
+    """Check a study mapping and build its :class:`StudyConfig`.
+
+    Raises:
+        ValueError: naming the key and the value (unknown key, bad family or stage, duplicate method name, a
+            ``from`` that names no config method, a missing baseline, bad seeds ...).
+    """
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"a study config must be a mapping, got {type(raw).__name__}")
+    unknown = sorted(set(raw) - _KEYS)
+    if unknown:
+        raise ValueError(f"unknown study keys {unknown} (allowed: {sorted(_KEYS)})")
+    name = raw.get("name")
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(f"name must be a name of letters, digits, '_', '.', '+', '-', got {name!r}")
+    entries = raw.get("methods")
+    if not isinstance(entries, Sequence) or isinstance(entries, str) or not entries:
+        raise ValueError(f"methods must be a non-empty list, got {entries!r}")
+    methods = tuple(_method(e, i) for i, e in enumerate(entries))
+    names = [m.name for m in methods]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"method names must be unique, repeated: {dupes}")
+    by_name = {m.name: m for m in methods}
+    for m in methods:
+        if m.source is not None and (m.source not in by_name or by_name[m.source].derived):
+            raise ValueError(f"method {m.name!r}: from={m.source!r} must name a method with a config")
+    baseline = raw.get("baseline")
+    if baseline is None:
+        plain = [m.name for m in methods if m.family == "baseline"]
+        if len(plain) != 1:
+            raise ValueError(f"give baseline: the method whose balanced run is A_v (family baseline: {plain})")
+        baseline = plain[0]
+    if baseline not in by_name:
+        raise ValueError(f"baseline {baseline!r} is not one of the methods {names}")
+    if by_name[baseline].derived:
+        raise ValueError(f"baseline {baseline!r} must be a method with a config (plain cross-entropy), not a stage")
+    seeds = raw.get("seeds", [0])
+    if (
+        isinstance(seeds, (str, bool))
+        or not isinstance(seeds, Sequence)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+        or len(set(seeds)) != len(seeds)
+    ):
+        raise ValueError(f"seeds must be a non-empty list of distinct integers, got {seeds!r}")
+    data = raw.get("data") or {}
+    if not isinstance(data, Mapping) or not all(isinstance(k, str) for k in data):
+        raise ValueError(f"data must be a mapping of datamodule arguments, got {data!r}")
+    if "balanced_reference" in data or "seed" in data:
+        raise ValueError("data must not set balanced_reference or seed: the study sets them per run")
+    stage2 = raw.get("stage2_epochs", 10)
+    if isinstance(stage2, bool) or not isinstance(stage2, int) or stage2 < 1:
+        raise ValueError(f"stage2_epochs must be an integer >= 1, got {stage2!r}")
+    dirs = {}
+    for key in ("runs_dir", "report_dir"):
+        value = raw.get(key, f"{'runs' if key == 'runs_dir' else 'reports'}/study/{name}")
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"{key} must be a path, got {value!r}")
+        dirs[key] = value
+    return StudyConfig(
+        name=name,
+        methods=methods,
+        seeds=tuple(seeds),
+        data=dict(data),
+        budget=_str_list(raw.get("budget"), "budget"),
+        extra=normalise_cli_args(_str_list(raw.get("extra"), "extra")),
+        baseline=baseline,
+        stage2_epochs=stage2,
+        path=path,
+        raw=dict(raw),
+        **dirs,
+    )
+
+
+def load_study(path: str | Path) -> StudyConfig:
+    """Read and check a study YAML (:func:`parse_study`).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the YAML is not a valid study (the message names the key).
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"study config {str(file)!r} not found")
+    try:
+        raw = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(f"study config {str(file)!r} is not valid YAML: {err}") from err
+    try:
+        return parse_study(raw, str(file))
+    except ValueError as err:
+        raise ValueError(f"study config {str(file)!r}: {err}") from err
+
+
+def missing_files(study: StudyConfig) -> list[str]:
+    """Method configs and budget files of ``study`` that do not exist (paths as written)."""
+    paths = [m.config for m in study.methods if m.config is not None] + list(study.budget)
+    return [p for p in paths if not Path(p).is_file()]
+
+
+def file_sha256(path: str | Path) -> str | None:
+    """SHA-256 of a file's bytes, ``None`` when it does not exist."""
+    file = Path(path)
+    return hashlib.sha256(file.read_bytes()).hexdigest() if file.is_file() else None
+
+
+__all__ = [
+    "FAMILIES",
+    "STAGES",
+    "MethodSpec",
+    "StudyConfig",
+    "file_sha256",
+    "load_study",
+    "missing_files",
+    "normalise_cli_args",
+    "parse_study",
+]

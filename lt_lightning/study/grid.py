@@ -1,0 +1,374 @@
+"""The study's grid: every (method, training set, seed) as one cached, resumable run.
+
+A **unit** is one config method trained on one training set (``lt``: the long-tailed set; ``balanced``: its
+balanced reference set, ``--data.init_args.balanced_reference=true``) with one seed (``--seed_everything`` and the
+sampler's ``--data.init_args.seed``): ``lt-lightning fit`` then ``lt-lightning test`` on the last checkpoint (last
+epoch: nothing selects on the test set), then the decoupled stages it needs (:meth:`StudyConfig.stages_needed`):
+
+* ``ncm``: ``test`` of the fit's checkpoint with the ``NearestClassMean`` callback;
+* ``crt`` / ``lws``: a second ``fit`` of ``stage2_epochs`` epochs from the checkpoint (``ClassifierRetraining``
+  with ``init_from``: frozen backbone, class-balanced sampling), then its ``test``.
+
+Cache: a unit lives in ``<runs_dir>/<method>/<lt|balanced>-seed<S>-<key>/``, ``key`` a hash of the method config's
+and budget files' contents and of every argument, so a changed config or budget is a new run and never mixes with
+old numbers. Finished steps leave JSON files there (``result.json`` for the fit + test, ``stage-<name>.json`` for a
+stage); running the study again skips them. A fit killed after some epochs resumes from its ``last.ckpt``.
+
+Failures: a failing step (a config that does not parse, a dataset too small for its balanced reference set, a crash)
+is written to ``failed.json`` in the unit with the command's error line and log path, and the grid goes on; the next
+run of the study tries it again.
+
+Sharding: ``--shard K/N`` runs the units ``K-1, K-1+N, ...`` of the grid's fixed order (``1 <= K <= N``), so N
+jobs of a cluster array cover the grid once; afterwards ``--report-only`` writes the report from the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lt_lightning.study.config import MethodSpec, StudyConfig, file_sha256
+from lt_lightning.study.launch import Launch, RunFailed, find_checkpoint, lt_cli, read_report
+from lt_lightning.study.provenance import git_commit
+
+NCM_CALLBACK = "lt_lightning.callbacks.nearest_class_mean.NearestClassMean"
+RETRAINING_CALLBACK = "lt_lightning.callbacks.classifier_retraining.ClassifierRetraining"
+TRAIN_SETS: tuple[str, ...] = ("lt", "balanced")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One (config method, training set, seed) of the grid, with the stages to run after its fit."""
+
+    method: MethodSpec
+    train_set: str
+    seed: int
+    stages: tuple[str, ...]
+    args: tuple[str, ...]
+    files: tuple[str, ...]
+    key: str
+    directory: Path
+    stage2_epochs: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.method.name} [{self.train_set}, seed {self.seed}]"
+
+    @property
+    def balanced(self) -> bool:
+        return self.train_set == "balanced"
+
+    def stage_file(self, stage: str) -> Path:
+        suffix = "" if stage == "ncm" else f"-e{self.stage2_epochs}"
+        return self.directory / f"stage-{stage}{suffix}.json"
+
+    def stage_version(self, stage: str) -> str:
+        return stage if stage == "ncm" else f"{stage}-e{self.stage2_epochs}"
+
+    def done(self) -> bool:
+        """Whether the fit, the test and every needed stage have their result files."""
+        return (self.directory / "result.json").is_file() and all(self.stage_file(s).is_file() for s in self.stages)
+
+
+def _cli_value(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)  # JSON is YAML: true/false, numbers, lists, mappings
+
+
+def unit_args(
+    study: StudyConfig, method: MethodSpec, balanced: bool, seed: int, extra: Sequence[str] = ()
+) -> list[str]:
+    """The CLI arguments of a unit's ``fit`` and ``test`` (without logger and checkpoint arguments)."""
+    if method.config is None:
+        raise ValueError(f"method {method.name!r} is derived (from {method.source!r}): it has no runs of its own")
+    args = ["-c", method.config]
+    for budget in study.budget:
+        args += ["-c", budget]
+    args += [f"--data.init_args.{k}={_cli_value(v)}" for k, v in study.data.items()]
+    args += [f"--seed_everything={seed}", f"--data.init_args.seed={seed}"]
+    if balanced:
+        args.append("--data.init_args.balanced_reference=true")
+    return [*args, *study.extra, *method.extra, *extra]
+
+
+def unit_key(files: Sequence[str], args: Sequence[str]) -> str:
+    """12 hex digits of SHA-256 over the files' contents (``None`` if missing) and the arguments."""
+    payload = {"files": [file_sha256(f) for f in files], "args": list(args)}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def build_units(study: StudyConfig, extra: Sequence[str] = (), methods: Sequence[str] | None = None) -> list[Unit]:
+    """The grid in its fixed order: seeds, then config methods (study order), then ``lt`` before ``balanced``.
+
+    Args:
+        study: the study.
+        extra: further CLI arguments for every run (part of the cache key).
+        methods: only the units of these methods, of the sources of derived ones among them and of the baseline
+            (whose balanced run is every method's ``A_v``).
+
+    Raises:
+        ValueError: ``methods`` names a method that is not in the study.
+    """
+    wanted = None
+    if methods is not None:
+        names = {m.name for m in study.methods}
+        unknown = sorted(set(methods) - names)
+        if unknown:
+            raise ValueError(f"--methods {unknown} are not methods of study {study.name!r} ({sorted(names)})")
+        wanted = {study.method(n).source or n for n in methods} | {study.baseline}
+    units = []
+    for seed in study.seeds:
+        for method in study.methods:
+            if method.derived or (wanted is not None and method.name not in wanted):
+                continue
+            for train_set in TRAIN_SETS:
+                balanced = train_set == "balanced"
+                args = unit_args(study, method, balanced, seed, extra)
+                files = _config_files(args)
+                key = unit_key(files, [a for a in args if a not in files and a != "-c"])
+                directory = Path(study.runs_dir) / method.name / f"{train_set}-seed{seed}-{key}"
+                units.append(
+                    Unit(
+                        method,
+                        train_set,
+                        seed,
+                        study.stages_needed(method, balanced),
+                        tuple(args),
+                        tuple(files),
+                        key,
+                        directory,
+                        study.stage2_epochs,
+                    )
+                )
+    return units
+
+
+def _config_files(args: Sequence[str]) -> list[str]:
+    return [args[i + 1] for i, a in enumerate(args[:-1]) if a == "-c"]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"K/N"`` -> ``(K, N)`` with ``1 <= K <= N``.
+
+    Raises:
+        ValueError: not of the form ``K/N`` or out of range.
+    """
+    parts = text.split("/")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise ValueError(f"--shard must be K/N (e.g. 2/8), got {text!r}")
+    k, n = int(parts[0]), int(parts[1])
+    if not 1 <= k <= n:
+        raise ValueError(f"--shard K/N needs 1 <= K <= N, got {text!r}")
+    return k, n
+
+
+def shard_units(units: Sequence[Unit], shard: tuple[int, int] | None) -> list[Unit]:
+    """The units of shard ``(K, N)``: positions ``K-1, K-1+N, ...`` of the grid (all of them for ``None``)."""
+    if shard is None:
+        return list(units)
+    k, n = shard
+    return list(units[k - 1 :: n])
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)  # atomic: a killed study never leaves half a result
+
+
+def _fit(unit: Unit, launch: Launch | None) -> float:
+    """The unit's fit, resumed from ``last.ckpt`` when an earlier attempt was killed; returns its wall time."""
+    marker = unit.directory / "fit.done.json"
+    if marker.is_file():
+        return float(json.loads(marker.read_text())["wall_s"])
+    fit_dir = unit.directory / "fit"
+    resume = find_checkpoint(fit_dir)
+    wall = None
+    if resume is not None:
+        try:
+            wall = lt_cli("fit", [*unit.args, f"--ckpt_path={resume}"], unit.directory, "fit", launch)
+        except RunFailed:  # e.g. a checkpoint cut short by the kill: train from scratch
+            shutil.rmtree(fit_dir, ignore_errors=True)
+    if wall is None:
+        shutil.rmtree(fit_dir, ignore_errors=True)
+        wall = lt_cli("fit", list(unit.args), unit.directory, "fit", launch)
+    _write_json(marker, {"wall_s": round(wall, 1), "resumed_from": None if resume is None else str(resume)})
+    return wall
+
+
+def _stage1_checkpoint(unit: Unit) -> Path:
+    ckpt = find_checkpoint(unit.directory / "fit")
+    if ckpt is None:
+        raise RunFailed(
+            f"the fit wrote no checkpoint under {unit.directory / 'fit' / 'checkpoints'} (the method config needs a "
+            "ModelCheckpoint, e.g. save_last: true)"
+        )
+    return ckpt
+
+
+def _joint(unit: Unit, launch: Launch | None, commit: dict[str, Any]) -> dict[str, Any]:
+    result_file = unit.directory / "result.json"
+    if result_file.is_file():
+        return json.loads(result_file.read_text())
+    missing = [f for f in unit.files if not Path(f).is_file()]
+    if missing:
+        raise RunFailed(f"config file(s) not found: {missing}")
+    fit_wall = _fit(unit, launch)
+    ckpt = _stage1_checkpoint(unit)
+    test_wall = lt_cli("test", [*unit.args, f"--ckpt_path={ckpt}"], unit.directory, "test", launch)
+    result = {
+        "method": unit.method.name,
+        "train_set": unit.train_set,
+        "seed": unit.seed,
+        "key": unit.key,
+        **read_report(unit.directory / "test"),
+        "fit_wall_s": round(fit_wall, 1),
+        "test_wall_s": round(test_wall, 1),
+        "args": list(unit.args),
+        "config_sha256": {f: file_sha256(f) for f in unit.files},
+        **commit,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    _write_json(result_file, result)
+    return result
+
+
+def _stage(unit: Unit, stage: str, launch: Launch | None, commit: dict[str, Any]) -> dict[str, Any]:
+    path = unit.stage_file(stage)
+    if path.is_file():
+        return json.loads(path.read_text())
+    ckpt = _stage1_checkpoint(unit)
+    version = unit.stage_version(stage)
+    result: dict[str, Any] = {"method": unit.method.name, "train_set": unit.train_set, "seed": unit.seed}
+    result |= {"stage": stage, "key": unit.key}
+    if stage == "ncm":
+        extra = [f"--ckpt_path={ckpt}", f"--trainer.callbacks+={NCM_CALLBACK}"]
+        result["test_wall_s"] = round(lt_cli("test", [*unit.args, *extra], unit.directory, version, launch), 1)
+        result |= read_report(unit.directory / version)
+    else:
+        retrain = [
+            f"--trainer.max_epochs={unit.stage2_epochs}",
+            f"--trainer.callbacks+={RETRAINING_CALLBACK}",
+            f"--trainer.callbacks.method={stage}",
+            f"--trainer.callbacks.init_from={ckpt}",
+        ]
+        fit_version = f"{version}_fit"
+        shutil.rmtree(unit.directory / fit_version, ignore_errors=True)
+        wall = lt_cli("fit", [*unit.args, *retrain], unit.directory, fit_version, launch)
+        stage_ckpt = find_checkpoint(unit.directory / fit_version)
+        if stage_ckpt is None:
+            raise RunFailed(f"the {stage} stage wrote no checkpoint under {unit.directory / fit_version}")
+        test_version = f"{version}_test"
+        lt_cli("test", [*unit.args, f"--ckpt_path={stage_ckpt}"], unit.directory, test_version, launch)
+        result |= {"stage2_epochs": unit.stage2_epochs, "fit_wall_s": round(wall, 1)}
+        result |= read_report(unit.directory / test_version)
+    result |= commit
+    _write_json(path, result)
+    return result
+
+
+@dataclass
+class Outcome:
+    """What running a unit did: ``status`` is ``"cached"``, ``"done"`` or ``"failed"``."""
+
+    unit: Unit
+    status: str
+    acc: float | None = None
+    errors: list[dict[str, str]] | None = None
+    wall_s: float = 0.0
+
+
+def run_unit(
+    unit: Unit,
+    launch: Launch | None = None,
+    on_step: Callable[[str], None] | None = None,
+    commit: dict[str, Any] | None = None,
+) -> Outcome:
+    """Run what is missing of ``unit`` (fit + test, then its stages); record failures instead of raising them."""
+    if unit.done():
+        result = json.loads((unit.directory / "result.json").read_text())
+        return Outcome(unit, "cached", result.get("acc"))
+    start = time.time()
+    unit.directory.mkdir(parents=True, exist_ok=True)
+    failed_file = unit.directory / "failed.json"
+    failed_file.unlink(missing_ok=True)
+    commit = git_commit() if commit is None else commit
+    errors: list[dict[str, str]] = []
+    acc = None
+    step = on_step or (lambda _: None)
+    try:
+        step("fit + test")
+        acc = _joint(unit, launch, commit)["acc"]
+    except (RunFailed, OSError, ValueError) as err:
+        errors.append({"step": "fit + test", "error": str(err)})
+    if not errors:
+        for stage in unit.stages:
+            step(stage)
+            try:
+                _stage(unit, stage, launch, commit)
+            except (RunFailed, OSError, ValueError) as err:
+                errors.append({"step": stage, "error": str(err)})
+    if errors:
+        _write_json(failed_file, {"unit": unit.label, "errors": errors})
+        return Outcome(unit, "failed", acc, errors, time.time() - start)
+    return Outcome(unit, "done", acc, None, time.time() - start)
+
+
+def run_grid(
+    units: Sequence[Unit],
+    launch: Launch | None = None,
+    console: Any = None,
+    title: str = "study",
+) -> list[Outcome]:
+    """Run ``units`` in order with a rich progress bar; one line per unit (cached, done with its accuracy, failed)."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    console = console or Console()
+    commit = git_commit()
+    outcomes = []
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task(title, total=len(units))
+        for unit in units:
+
+            def step(what: str, unit: Unit = unit) -> None:
+                progress.update(task, description=escape(f"{title}: {unit.label} {what}"))
+
+            outcome = run_unit(unit, launch, step, commit)
+            acc = "" if outcome.acc is None else f" top-1 {100 * outcome.acc:.2f}%"
+            if outcome.status == "failed":
+                details = "; ".join(f"{e['step']}: {e['error']}" for e in outcome.errors or [])
+                progress.console.print(
+                    f"[red]failed[/red] {escape(unit.label)}{acc}: {escape(details)}", soft_wrap=True
+                )
+            else:
+                wall = f" ({outcome.wall_s:.0f} s)" if outcome.status == "done" else ""
+                progress.console.print(f"{outcome.status} {escape(unit.label)}{acc}{wall}", soft_wrap=True)
+            outcomes.append(outcome)
+            progress.advance(task)
+    return outcomes
+
+
+__all__ = [
+    "NCM_CALLBACK",
+    "RETRAINING_CALLBACK",
+    "TRAIN_SETS",
+    "Outcome",
+    "Unit",
+    "build_units",
+    "parse_shard",
+    "run_grid",
+    "run_unit",
+    "shard_units",
+    "unit_args",
+    "unit_key",
+]

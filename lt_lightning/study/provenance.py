@@ -1,0 +1,51 @@
+"""Where the study's numbers come from: the git commit of the working tree and the library versions."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from importlib import metadata
+from typing import Any
+
+
+def git_commit(cwd: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """``{"commit": HEAD, "dirty": bool}`` of the git tree at ``cwd``; ``{"commit": None}`` outside git.
+
+    Read-only: ``git rev-parse HEAD`` and ``git status --porcelain`` with ``GIT_OPTIONAL_LOCKS=0`` (no index write).
+    ``dirty`` is whether tracked files differ from ``HEAD`` (the numbers may come from uncommitted code).
+    """
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, env=env, capture_output=True, text=True, timeout=20, check=False
+        )
+        if head.returncode != 0:
+            return {"commit": None}
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None}
+    dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
+    return {"commit": head.stdout.strip(), "dirty": dirty}
+
+
+def versions() -> dict[str, str | None]:
+    """Python and the versions of the libraries that decide the numbers."""
+    found: dict[str, str | None] = {"python": platform.python_version()}
+    for package in ("lt-lightning", "lightning", "torch", "torchvision", "torchmetrics", "timm"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = None
+    return found
+
+
+__all__ = ["git_commit", "versions"]
