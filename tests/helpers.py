@@ -12,6 +12,27 @@ from torch import Tensor, nn
 from lt_lightning.backbones.base import Backbone
 
 
+class BNBackbone(Backbone):
+    """``Linear(12, 4) -> BatchNorm1d -> ReLU``: running statistics change whenever it runs in train mode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.num_features = 4
+        self.proj = nn.Linear(12, 4)
+        self.bn = nn.BatchNorm1d(4)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return torch.relu(self.bn(self.proj(x.flatten(1))))
+
+
+def tiny_lt_data(**kwargs):
+    """3 classes, counts [16, 8, 4], images 3x2x2, batch 8 (4 steps per epoch), no augmentation."""
+    from lt_lightning.data.synthetic import SyntheticLTDataModule
+
+    args = {"num_classes": 3, "n_max": 16, "imbalance_ratio": 4, "image_size": 2, "batch_size": 8, "seed": 3}
+    return SyntheticLTDataModule(**{**args, "augment": False, **kwargs})
+
+
 class TinyBackbone(Backbone):
     """``flatten -> Linear(in_features, num_features)`` (then ReLU when ``relu``)."""
 

@@ -16,7 +16,6 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from lt_lightning.backbones.base import Backbone
 from lt_lightning.callbacks.classifier_retraining import ClassifierRetraining
 from lt_lightning.data.resampling import ClassAwareSampler, ClassBalancedSampler
 from lt_lightning.data.samplers import InstanceBalancedSampler
@@ -24,28 +23,12 @@ from lt_lightning.data.staged import StagedSampler
 from lt_lightning.data.synthetic import SyntheticLTDataModule
 from lt_lightning.heads.lws import LWSHead
 from lt_lightning.module import LongTailModule
-from tests.helpers import SaveMidEpoch, StopAfter
+from tests.helpers import BNBackbone, SaveMidEpoch, StopAfter, tiny_lt_data
 
 MAX_EPOCHS = 4  # stage 1: epochs 0, 1; stage 2 (epochs=2): epochs 2, 3
 
 
-def _data(**kwargs) -> SyntheticLTDataModule:
-    """3 classes, counts [16, 8, 4], images 3x2x2, batch 8 (4 steps per epoch), no augmentation."""
-    args = {"num_classes": 3, "n_max": 16, "imbalance_ratio": 4, "image_size": 2, "batch_size": 8, "seed": 3}
-    return SyntheticLTDataModule(**{**args, "augment": False, **kwargs})
-
-
-class BNBackbone(Backbone):
-    """Linear -> BatchNorm -> ReLU: running statistics change whenever it runs in train mode."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.num_features = 4
-        self.proj = nn.Linear(12, 4)
-        self.bn = nn.BatchNorm1d(4)
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        return torch.relu(self.bn(self.proj(x.flatten(1))))
+_data = tiny_lt_data
 
 
 class Record(L.Callback):

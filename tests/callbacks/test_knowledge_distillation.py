@@ -10,16 +10,15 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from lt_lightning.backbones.base import Backbone
 from lt_lightning.callbacks.knowledge_distillation import KnowledgeDistillation, student_data_arguments
 from lt_lightning.cli import run as main
 from lt_lightning.data.synthetic import SyntheticLTDataModule
 from lt_lightning.losses.distillation import DistillationLoss
 from lt_lightning.module import LongTailModule
 from lt_lightning.output import ModelOutput
-from tests.helpers import SaveMidEpoch, StopAfter, quiet_trainer
+from tests.helpers import BNBackbone, SaveMidEpoch, StopAfter, quiet_trainer, tiny_lt_data
 
 pytestmark = [
     pytest.mark.usefixtures("one_thread"),
@@ -27,23 +26,7 @@ pytestmark = [
 ]
 
 
-def _data(**kwargs) -> SyntheticLTDataModule:
-    """3 classes, counts [16, 8, 4], images 3x2x2, batch 8 (4 steps per epoch), no augmentation."""
-    args = {"num_classes": 3, "n_max": 16, "imbalance_ratio": 4, "image_size": 2, "batch_size": 8, "seed": 3}
-    return SyntheticLTDataModule(**{**args, "augment": False, **kwargs})
-
-
-class BNBackbone(Backbone):
-    """Linear -> BatchNorm -> ReLU: running statistics change whenever it runs in train mode."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.num_features = 4
-        self.proj = nn.Linear(12, 4)
-        self.bn = nn.BatchNorm1d(4)
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        return torch.relu(self.bn(self.proj(x.flatten(1))))
+_data = tiny_lt_data
 
 
 class RecordingLoss(DistillationLoss):

@@ -15,34 +15,20 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from lt_lightning.backbones.base import Backbone
 from lt_lightning.callbacks.batch_mixing import BatchMixing
 from lt_lightning.callbacks.classifier_retraining import ClassifierRetraining
 from lt_lightning.data.synthetic import SyntheticLTDataModule
 from lt_lightning.heads.lws import LWSHead
 from lt_lightning.losses.label_aware_smoothing import LabelAwareSmoothingLoss
 from lt_lightning.module import LongTailModule
-from tests.helpers import StopAfter, quiet_trainer
+from tests.helpers import BNBackbone, StopAfter, quiet_trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 MAX_EPOCHS = 4  # stage 1 (mixup): epochs 0, 1; stage 2 (epochs=2): epochs 2, 3
 BN_STATS = ("backbone.bn.running_mean", "backbone.bn.running_var", "backbone.bn.num_batches_tracked")
-
-
-class BNBackbone(Backbone):
-    """Linear -> BatchNorm -> ReLU."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.num_features = 4
-        self.proj = nn.Linear(12, 4)
-        self.bn = nn.BatchNorm1d(4)
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        return torch.relu(self.bn(self.proj(x.flatten(1))))
 
 
 class Record(L.Callback):
