@@ -74,3 +74,10 @@ class SaveMidEpoch(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.current_epoch == self.epoch and batch_idx == self.batch_idx:
             trainer.save_checkpoint(self.path)
+
+
+def assert_equal_states(a: dict[str, Tensor], b: dict[str, Tensor]) -> None:
+    """Two state dicts hold the same keys and bit-identical tensors (the key is named on failure)."""
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key

@@ -26,7 +26,7 @@ from lt_lightning.pretext import (
     rotate_batch,
     step_generator,
 )
-from tests.helpers import SaveMidEpoch, StopAfter, TinyBackbone, quiet_trainer
+from tests.helpers import SaveMidEpoch, StopAfter, TinyBackbone, assert_equal_states, quiet_trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -84,12 +84,6 @@ def _fit(tmp: Path, dm: LongTailDataModule, callbacks=(), ckpt_path=None, max_ep
     trainer = quiet_trainer(tmp, list(callbacks), max_epochs=max_epochs, num_sanity_val_steps=0)
     trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path, weights_only=False if ckpt_path else None)
     return trainer, model
-
-
-def _assert_equal_states(a: dict[str, Tensor], b: dict[str, Tensor]) -> None:
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
 
 
 # ---------------------------------------------------------------------------------------------- rotation by hand
@@ -177,7 +171,7 @@ def test_labels_are_never_used(tmp_path: Path) -> None:
     shuffled = LABELS[torch.randperm(LABELS.numel(), generator=torch.Generator().manual_seed(1))]
     assert not torch.equal(shuffled, LABELS)
     trainer, other = _fit(tmp_path / "b", ImagesLT(images, shuffled))
-    _assert_equal_states(plain.state_dict(), other.state_dict())
+    assert_equal_states(plain.state_dict(), other.state_dict())
     assert {"val/loss", "val/acc"} <= set(trainer.callback_metrics)
     assert plain.last_val_results["loss"] == other.last_val_results["loss"]
 
@@ -200,7 +194,7 @@ def test_resume_at_an_epoch_boundary_equals_the_uninterrupted_run(tmp_path: Path
     ckpt = tmp_path / "stopped.ckpt"
     trainer.save_checkpoint(ckpt)
     _, resumed = _fit(tmp_path / "b", dm(), ckpt_path=str(ckpt), rotations=rotations)
-    _assert_equal_states(full.state_dict(), resumed.state_dict())
+    assert_equal_states(full.state_dict(), resumed.state_dict())
 
 
 @pytest.mark.filterwarnings("ignore:You're resuming from a checkpoint that ended before the epoch ended")
@@ -213,7 +207,7 @@ def test_mid_epoch_resume_draws_the_rotations_of_the_uninterrupted_run(tmp_path:
     _fit(tmp_path / "a", dm(), [SaveMidEpoch(1, ckpt, batch_idx=2)])
     _, resumed = _fit(tmp_path / "b", dm(), [record], ckpt_path=str(ckpt))
     assert min(record.images) == 6 + 3  # resumed at global step 9: the 4th batch of epoch 1
-    _assert_equal_states(full.state_dict(), resumed.state_dict())
+    assert_equal_states(full.state_dict(), resumed.state_dict())
 
 
 @pytest.mark.filterwarnings("ignore:You're resuming from a checkpoint that ended before the epoch ended")
@@ -272,7 +266,7 @@ def test_simclr_fit_uses_two_views_and_logs_the_pretext_metrics(tmp_path: Path) 
     assert {"val/loss", "val/acc", "train/loss"} <= set(trainer.callback_metrics)
     shuffled = LABELS.flip(0)
     _, other = _fit(tmp_path / "b", ImagesLT(images, shuffled, views=2, augment=True), task="simclr", max_epochs=2)
-    _assert_equal_states(model.state_dict(), other.state_dict())
+    assert_equal_states(model.state_dict(), other.state_dict())
 
 
 def test_simclr_without_two_views_is_a_clear_error(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from torch import Tensor
 from lt_lightning.callbacks.batch_mixing import BatchMixing
 from lt_lightning.data.synthetic import SyntheticLTDataModule
 from lt_lightning.module import LongTailModule
-from tests.helpers import SaveMidEpoch, StopAfter, TinyBackbone, quiet_trainer
+from tests.helpers import SaveMidEpoch, StopAfter, TinyBackbone, assert_equal_states, quiet_trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -101,12 +101,6 @@ def _expected(callback: BatchMixing, step: int, x: Tensor, y: Tensor) -> tuple[T
     return callback.mix(x, y, callback.generator(step, 0, 0), 3, torch.tensor([16.0, 8.0, 4.0]))
 
 
-def _assert_equal_states(a: dict[str, Tensor], b: dict[str, Tensor]) -> None:
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
-
-
 # ---------------------------------------------------------------------------------------------- configuration
 @pytest.mark.parametrize(
     ("kwargs", "match"),
@@ -185,7 +179,7 @@ def test_resume_at_an_epoch_boundary_equals_the_uninterrupted_run(tmp_path: Path
     ckpt = tmp_path / "stopped.ckpt"
     trainer.save_checkpoint(ckpt)
     _, resumed, rec = _fit([BatchMixing("remix")], tmp_path / "b", ckpt_path=str(ckpt))
-    _assert_equal_states(full.state_dict(), resumed.state_dict())
+    assert_equal_states(full.state_dict(), resumed.state_dict())
     assert sorted(rec.steps) == list(range(4, 12))
     for step in rec.steps:
         assert torch.equal(rec.steps[step]["x_model"], full_rec.steps[step]["x_model"])

@@ -23,7 +23,7 @@ from lt_lightning.data.staged import StagedSampler
 from lt_lightning.data.synthetic import SyntheticLTDataModule
 from lt_lightning.heads.lws import LWSHead
 from lt_lightning.module import LongTailModule
-from tests.helpers import BNBackbone, SaveMidEpoch, StopAfter, tiny_lt_data
+from tests.helpers import BNBackbone, SaveMidEpoch, StopAfter, assert_equal_states, tiny_lt_data
 
 MAX_EPOCHS = 4  # stage 1: epochs 0, 1; stage 2 (epochs=2): epochs 2, 3
 
@@ -92,12 +92,6 @@ def _backbone_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return {k: v for k, v in state.items() if k.startswith("backbone.")}
 
 
-def _assert_equal_states(a: dict[str, Tensor], b: dict[str, Tensor]) -> None:
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
-
-
 # ---------------------------------------------------------------------------------------------- configuration
 @pytest.mark.parametrize(
     ("kwargs", "match"),
@@ -147,7 +141,7 @@ def test_crt_freezes_the_backbone_bit_identically_and_retrains_a_fresh_classifie
     dm = _data()
     trainer, model, rec = _fit([ClassifierRetraining("crt", epochs=2, seed=7)], tmp_path, dm=dm)
     # the backbone (weights AND BatchNorm running statistics) is exactly what stage 1 left, despite validation
-    _assert_equal_states(_backbone_state(rec.states[1]), _backbone_state(model.state_dict()))
+    assert_equal_states(_backbone_state(rec.states[1]), _backbone_state(model.state_dict()))
     assert not model.backbone.training and rec.backbone_training == {0: True, 1: True, 2: False, 3: False}
     assert all(not p.requires_grad for p in model.backbone.parameters())
     # the classifier was re-initialised from the seed at the switch, then trained
@@ -173,7 +167,7 @@ def test_stage_one_is_the_run_without_the_callback(tmp_path: Path) -> None:
     _, _, plain = _fit([], tmp_path / "plain", max_epochs=2)
     _, _, staged = _fit([ClassifierRetraining("crt", epochs=2)], tmp_path / "staged")
     for epoch in (0, 1):
-        _assert_equal_states(plain.states[epoch], staged.states[epoch])
+        assert_equal_states(plain.states[epoch], staged.states[epoch])
 
 
 # ---------------------------------------------------------------------------------------------- LWS in one fit
@@ -181,7 +175,7 @@ def test_lws_learns_only_the_scales(tmp_path: Path) -> None:
     _, model, rec = _fit([ClassifierRetraining("lws", epochs=2)], tmp_path)
     assert isinstance(model.classifier, LWSHead)
     final = model.state_dict()
-    _assert_equal_states(_backbone_state(rec.states[1]), _backbone_state(final))
+    assert_equal_states(_backbone_state(rec.states[1]), _backbone_state(final))
     for key in ("classifier.base.fc.weight", "classifier.base.fc.bias"):
         assert torch.equal(rec.states[1][key], final[key])
     assert torch.equal(rec.states[1]["classifier.scales"], torch.ones(3))  # untouched by stage 1
@@ -212,7 +206,7 @@ def _stage1_checkpoint(tmp_path: Path) -> tuple[Path, dict[str, Tensor]]:
 def test_init_from_a_stage1_checkpoint(tmp_path: Path, method: str) -> None:
     path, stage1 = _stage1_checkpoint(tmp_path)
     _, model, rec = _fit([ClassifierRetraining(method, init_from=str(path))], tmp_path / "stage2", max_epochs=2)
-    _assert_equal_states(_backbone_state(stage1), _backbone_state(model.state_dict()))
+    assert_equal_states(_backbone_state(stage1), _backbone_state(model.state_dict()))
     assert rec.backbone_training == {0: False, 1: False}
     if method == "lws":
         assert torch.equal(model.classifier.base.fc.weight, stage1["classifier.fc.weight"])
@@ -243,7 +237,7 @@ def test_resume_across_the_switch_equals_the_uninterrupted_run(tmp_path: Path, m
     ckpt = tmp_path / "stopped.ckpt"
     trainer.save_checkpoint(ckpt)
     _, resumed, rec = _fit([ClassifierRetraining(method, epochs=2)], tmp_path / "b", ckpt_path=str(ckpt))
-    _assert_equal_states(full.state_dict(), resumed.state_dict())
+    assert_equal_states(full.state_dict(), resumed.state_dict())
     for epoch in range(stop_after, MAX_EPOCHS):
         assert torch.equal(torch.cat(full_rec.images[epoch]), torch.cat(rec.images[epoch]))
         assert rec.lrs[epoch] == pytest.approx(full_rec.lrs[epoch])
@@ -258,7 +252,7 @@ def test_mid_stage_checkpoint_resumes_into_the_stage(tmp_path: Path) -> None:
     _, model, rec = _fit([ClassifierRetraining("crt", epochs=2)], tmp_path / "b", ckpt_path=str(ckpt))
     assert not model.backbone.training and all(not p.requires_grad for p in model.backbone.parameters())
     assert rec.backbone_training == {3: False}
-    _assert_equal_states(
+    assert_equal_states(
         _backbone_state(saved["state_dict"]), {k: v for k, v in model.state_dict().items() if k.startswith("backbone.")}
     )
 
@@ -282,7 +276,7 @@ def test_resume_of_a_stage2_fit_from_init_from(tmp_path: Path, method: str) -> N
     ckpt = tmp_path / "stopped.ckpt"
     trainer.save_checkpoint(ckpt)
     _, resumed, rec = _fit([callback()], tmp_path / "b", max_epochs=3, ckpt_path=str(ckpt))
-    _assert_equal_states(full.state_dict(), resumed.state_dict())
+    assert_equal_states(full.state_dict(), resumed.state_dict())
     assert rec.lrs[2] == pytest.approx(full_rec.lrs[2])
 
 
@@ -292,4 +286,4 @@ def test_init_from_a_checkpoint_written_by_an_lws_stage(tmp_path: Path) -> None:
     trainer.save_checkpoint(path)
     _, second, _ = _fit([ClassifierRetraining("lws", init_from=str(path))], tmp_path / "b", max_epochs=1)
     assert torch.equal(second.classifier.base.fc.weight, first.classifier.base.fc.weight)
-    _assert_equal_states(_backbone_state(first.state_dict()), _backbone_state(second.state_dict()))
+    assert_equal_states(_backbone_state(first.state_dict()), _backbone_state(second.state_dict()))

@@ -23,7 +23,7 @@ from lt_lightning.data.synthetic import SyntheticLTDataModule
 from lt_lightning.heads.lws import LWSHead
 from lt_lightning.losses.label_aware_smoothing import LabelAwareSmoothingLoss
 from lt_lightning.module import LongTailModule
-from tests.helpers import BNBackbone, StopAfter, quiet_trainer
+from tests.helpers import BNBackbone, StopAfter, assert_equal_states, quiet_trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -76,12 +76,6 @@ def _fit(
     return trainer, model, record
 
 
-def _assert_equal_states(a: dict[str, Tensor], b: dict[str, Tensor]) -> None:
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
-
-
 def test_shift_bn_moves_running_statistics_but_no_weight(tmp_path: Path) -> None:
     _, model, rec = _fit(_callbacks(), tmp_path)
     stage1, final = rec.states[1], model.state_dict()
@@ -98,7 +92,7 @@ def test_shift_bn_moves_running_statistics_but_no_weight(tmp_path: Path) -> None
 def test_without_shift_bn_the_backbone_is_bit_identical(tmp_path: Path) -> None:
     _, model, rec = _fit(_callbacks(shift_bn=False), tmp_path)
     backbone = {k: v for k, v in model.state_dict().items() if k.startswith("backbone.")}
-    _assert_equal_states({k: v for k, v in rec.states[1].items() if k.startswith("backbone.")}, backbone)
+    assert_equal_states({k: v for k, v in rec.states[1].items() if k.startswith("backbone.")}, backbone)
     assert rec.modes[2] == (False, False)
 
 
@@ -130,7 +124,7 @@ def test_resume_across_the_switch_equals_the_uninterrupted_run(tmp_path: Path, s
     ckpt = tmp_path / "stopped.ckpt"
     trainer.save_checkpoint(ckpt)
     _, resumed, rec = _fit(_callbacks(), tmp_path / "b", ckpt_path=str(ckpt))
-    _assert_equal_states(full.state_dict(), resumed.state_dict())
+    assert_equal_states(full.state_dict(), resumed.state_dict())
     if stop_after >= 2:
         assert rec.lrs[stop_after] == pytest.approx([0.05, 0.1] if stop_after == 2 else [0.025, 0.05])
 

@@ -23,7 +23,7 @@ from lt_lightning.data.digits import DigitsLTDataModule
 from lt_lightning.data.synthetic import SyntheticLTDataModule
 from lt_lightning.module import LongTailModule
 from lt_lightning.pretext import SelfSupervisedPretraining
-from tests.helpers import StopAfter, TinyBackbone, quiet_trainer
+from tests.helpers import StopAfter, TinyBackbone, assert_equal_states, quiet_trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -74,12 +74,6 @@ def _fit(tmp: Path, callbacks=(), max_epochs: int = 1, ckpt_path: str | None = N
     return trainer, model, snapshot
 
 
-def _assert_equal_states(a: dict[str, Tensor], b: dict[str, Tensor]) -> None:
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
-
-
 # ---------------------------------------------------------------------------------------------- arguments
 @pytest.mark.parametrize(
     ("kwargs", "match"),
@@ -102,8 +96,8 @@ def test_the_backbone_is_the_checkpoints_and_the_classifier_is_not_loaded(tmp_pa
     _, _, plain = _fit(tmp_path / "plain")
     callback = SelfSupervisedInit(checkpoint=str(path))
     _, _, loaded = _fit(tmp_path / "ssp", [callback])
-    _assert_equal_states(loaded.backbone, backbone_weights(state))  # running BN statistics included
-    _assert_equal_states(loaded.classifier, plain.classifier)  # the classifier starts as without the callback
+    assert_equal_states(loaded.backbone, backbone_weights(state))  # running BN statistics included
+    assert_equal_states(loaded.classifier, plain.classifier)  # the classifier starts as without the callback
     assert callback.loaded_from == path
 
 
@@ -113,8 +107,8 @@ def test_the_classifier_of_a_long_tail_checkpoint_is_not_loaded_either(tmp_path:
     trainer.save_checkpoint(path)
     _, _, plain = _fit(tmp_path / "plain")
     _, _, loaded = _fit(tmp_path / "ssp", [SelfSupervisedInit(checkpoint=str(path))])
-    _assert_equal_states(loaded.backbone, source.backbone.state_dict())
-    _assert_equal_states(loaded.classifier, plain.classifier)
+    assert_equal_states(loaded.backbone, source.backbone.state_dict())
+    assert_equal_states(loaded.classifier, plain.classifier)
     trained = source.classifier.state_dict()
     assert any(not torch.equal(value, trained[key]) for key, value in loaded.classifier.items())
 
@@ -173,7 +167,7 @@ def test_resume_does_not_reload_the_pretext_checkpoint(tmp_path: Path) -> None:
     callback = SelfSupervisedInit(checkpoint=str(path))
     _, resumed, _ = _fit(tmp_path / "b", [callback], max_epochs=2, ckpt_path=str(stopped))
     assert callback.loaded_from is None
-    _assert_equal_states(full.state_dict(), resumed.state_dict())
+    assert_equal_states(full.state_dict(), resumed.state_dict())
 
 
 # ---------------------------------------------------------------------------------------------- the pretext stage
@@ -214,14 +208,14 @@ def test_a_pretext_config_runs_once_within_the_fit_and_is_reused(tmp_path: Path,
     checkpoint = folders[0] / "checkpoints" / "last.ckpt"
     assert first.loaded_from == checkpoint
     state = torch.load(checkpoint, weights_only=False)["state_dict"]
-    _assert_equal_states(loaded.backbone, backbone_weights(state))
+    assert_equal_states(loaded.backbone, backbone_weights(state))
     assert (folders[0] / "stage.log").is_file()
     written = os.stat(checkpoint).st_mtime_ns
     second = SelfSupervisedInit(config=str(config), prestage_dir=str(stages))
     _, _, again = _fit(tmp_path / "second", [second])
     assert os.stat(checkpoint).st_mtime_ns == written  # the finished stage is reused, not fitted again
     assert second.loaded_from == checkpoint
-    _assert_equal_states(again.backbone, loaded.backbone)
+    assert_equal_states(again.backbone, loaded.backbone)
 
 
 def test_data_arguments_pass_the_main_fits_data_to_a_config_of_the_same_datamodule(tmp_path: Path) -> None:
