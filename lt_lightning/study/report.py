@@ -117,20 +117,21 @@ def _cell(collected: dict[str, Any], method: str, key: str) -> str:
     return format_mean_std(values)
 
 
-def table5(study: StudyConfig, collected: dict[str, Any]) -> list[str]:
-    lines = ["| type | method | Acc | UA | RA | A_b |", "|---|---|---|---|---|---|"]
+def _method_table(study: StudyConfig, collected: dict[str, Any], columns: dict[str, str]) -> list[str]:
+    """One row per method: type, name, then ``mean ± std`` of each key of ``columns`` (key -> column title)."""
+    lines = ["| type | method | " + " | ".join(columns.values()) + " |", "|---|---|" + "---|" * len(columns)]
     for m in study.methods:
-        cells = [_cell(collected, m.name, k) for k in ("A_t", "UA", "RA", "A_b")]
+        cells = [_cell(collected, m.name, k) for k in columns]
         lines.append(f"| {FAMILY_TITLES[m.family]} | {m.name} | " + " | ".join(cells) + " |")
     return lines
+
+
+def table5(study: StudyConfig, collected: dict[str, Any]) -> list[str]:
+    return _method_table(study, collected, {"A_t": "Acc", "UA": "UA", "RA": "RA", "A_b": "A_b"})
 
 
 def table6(study: StudyConfig, collected: dict[str, Any]) -> list[str]:
-    lines = ["| type | method | many | medium | few | all |", "|---|---|---|---|---|---|"]
-    for m in study.methods:
-        cells = [_cell(collected, m.name, k) for k in ("many", "medium", "few", "A_t")]
-        lines.append(f"| {FAMILY_TITLES[m.family]} | {m.name} | " + " | ".join(cells) + " |")
-    return lines
+    return _method_table(study, collected, {"many": "many", "medium": "medium", "few": "few", "A_t": "all"})
 
 
 def table7(study: StudyConfig, collected: dict[str, Any]) -> list[str]:
