@@ -29,6 +29,10 @@ COMPOSITIONS: list[tuple[str, ...]] = [
     ("trainer/cifar_200ep.yaml", "data/cifar100_lt.yaml", "model/ce_resnet32.yaml"),
     ("experiments/cifar10_lt/ce.yaml", "budget/ldam_drw_10ep.yaml"),
     ("experiments/cifar10_lt/ce.yaml", "budget/ldam_drw_40ep.yaml"),
+    *(
+        (f"experiments/cifar10_lt/{m}.yaml", "budget/ldam_drw_10ep.yaml", f"budget/ldam_drw_10ep/{m}.yaml")
+        for m in ("mislas", "kcl", "ssp", "distill")
+    ),
     ("trainer/imagenet_90ep.yaml", "data/imagenet_lt.yaml", "model/ce_resnext50.yaml"),
     ("trainer/imagenet_90ep.yaml", "data/places_lt.yaml", "model/ce_resnext50.yaml"),
     ("trainer/digits_30ep.yaml", "data/folder_lt.yaml", "model/ce_resnet32.yaml"),

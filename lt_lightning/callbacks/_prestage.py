@@ -39,10 +39,32 @@ def resolve_config(config: str | Path) -> Path:
     raise FileNotFoundError(f"pre-stage config {str(config)!r} does not exist (nor under {in_checkout.parent})")
 
 
+def resolve_config_args(args: Sequence[str]) -> list[str]:
+    """``args`` with every ``-c X`` / ``--config X`` / ``--config=X`` file resolved as :func:`resolve_config` does
+    (so a pre-stage's ``["-c", "configs/budget/ldam_drw_10ep.yaml"]`` works from any directory)."""
+    out = [str(a) for a in args]
+    for i, arg in enumerate(out):
+        if arg in ("-c", "--config") and i + 1 < len(out):
+            out[i + 1] = str(resolve_config(out[i + 1]).resolve())
+        elif arg.startswith("--config="):
+            out[i] = "--config=" + str(resolve_config(arg.split("=", 1)[1]).resolve())
+    return out
+
+
+def _config_args(args: Sequence[str]) -> list[Path]:
+    """The config files named in (resolved) ``args``."""
+    files = [Path(args[i + 1]) for i, a in enumerate(args[:-1]) if a in ("-c", "--config")]
+    return files + [Path(a.split("=", 1)[1]) for a in args if a.startswith("--config=")]
+
+
 def prestage_folder(config: str | Path, args: Sequence[str], directory: str | Path) -> Path:
-    """``<directory>/<config stem>-<hash of the config text and args>``."""
+    """``<directory>/<config stem>-<hash of the config text, the args and the text of configs the args name>``."""
     path = resolve_config(config)
-    digest = hashlib.sha256(path.read_bytes() + "\0".join(args).encode()).hexdigest()[:10]
+    args = resolve_config_args(args)
+    payload = path.read_bytes() + "\0".join(a for a in args if not Path(a).is_absolute()).encode()
+    for extra in _config_args(args):
+        payload += b"\0" + extra.read_bytes()
+    digest = hashlib.sha256(payload).hexdigest()[:10]
     return Path(directory) / f"{path.stem}-{digest}"
 
 
@@ -66,7 +88,7 @@ def run_prestage(
         FileNotFoundError: ``config`` does not exist.
         RuntimeError: the stage's fit failed or wrote no ``last.ckpt``.
     """
-    args = [str(a) for a in args]
+    args = resolve_config_args(args)
     if trainer.fast_dev_run:
         args = [*args, "--trainer.max_steps=1", "--trainer.limit_val_batches=1", "--trainer.num_sanity_val_steps=0"]
     config = resolve_config(config)

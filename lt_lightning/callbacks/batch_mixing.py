@@ -52,8 +52,10 @@ class BatchMixing(Callback):
         kappa: Remix's count ratio ``> 1`` that makes a pair majority/minority (3 in the paper).
         tau: Remix's image-weight threshold in ``(0, 1]`` (0.5 in the paper).
         prob: probability in ``[0, 1]`` that a batch is mixed (1: every batch; CutMix's CIFAR recipe uses 0.5).
-        stop_epoch: first epoch without mixing (an integer epoch, or a fraction of ``trainer.max_epochs`` in
-            ``(0, 1)``); ``None``: mix until the end of the fit.
+        stop_epoch: first epoch without mixing: an integer epoch, a fraction of ``trainer.max_epochs`` in
+            ``(0, 1)``, or a negative integer ``-k`` for "the last ``k`` epochs train without mixing"
+            (``max_epochs - k``; MiSLAS's ``-10`` before its 10-epoch stage 2, whatever the budget); ``None``: mix
+            until the end of the fit.
         seed: integer ``>= 0``, the base of every batch's generator.
 
     Attributes:
@@ -81,7 +83,9 @@ class BatchMixing(Callback):
             raise ValueError(f"tau must be in (0, 1], got {tau!r}")
         if isinstance(prob, bool) or not isinstance(prob, (int, float)) or not 0.0 <= prob <= 1.0:
             raise ValueError(f"prob must be in [0, 1], got {prob!r}")
-        if stop_epoch is not None:
+        if isinstance(stop_epoch, int) and not isinstance(stop_epoch, bool) and stop_epoch < 0:
+            pass  # counted from the end, resolved against trainer.max_epochs at setup
+        elif stop_epoch is not None:
             stop_epoch = validate_switch_epoch(stop_epoch, "stop_epoch")
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
@@ -93,7 +97,7 @@ class BatchMixing(Callback):
         self.stop_epoch = stop_epoch
         self.seed = seed
         self.active = False
-        self.resolved_stop_epoch: int | None = stop_epoch if isinstance(stop_epoch, int) else None
+        self.resolved_stop_epoch: int | None = stop_epoch if isinstance(stop_epoch, int) and stop_epoch >= 0 else None
         self._trainer: pl.Trainer | None = None
         self._module: pl.LightningModule | None = None
         self._batch_idx = 0
@@ -142,7 +146,17 @@ class BatchMixing(Callback):
         for name in ("train_batch_transform", "num_classes", "class_counts"):
             if not hasattr(pl_module, name):
                 raise ValueError(f"BatchMixing needs a LongTailModule; {type(pl_module).__name__} has no {name}")
-        if self.stop_epoch is not None:
+        if isinstance(self.stop_epoch, int) and self.stop_epoch < 0:
+            max_epochs = trainer.max_epochs
+            if trainer.fast_dev_run:  # a one-step wiring check: as a stage switch there, the end comes first
+                self.resolved_stop_epoch = 0
+            elif max_epochs is None or max_epochs + self.stop_epoch < 1:
+                raise ValueError(
+                    f"stop_epoch={self.stop_epoch} leaves no epoch with mixing: trainer.max_epochs is {max_epochs}"
+                )
+            else:
+                self.resolved_stop_epoch = max_epochs + self.stop_epoch
+        elif self.stop_epoch is not None:
             self.resolved_stop_epoch = resolve_switch_epoch(self.stop_epoch, trainer.max_epochs, "stop_epoch")
         self._trainer, self._module = trainer, pl_module
 

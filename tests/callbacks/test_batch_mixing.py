@@ -111,7 +111,7 @@ def _expected(callback: BatchMixing, step: int, x: Tensor, y: Tensor) -> tuple[T
         ({"kappa": 1.0}, "kappa must be"),
         ({"tau": 0.0}, "tau must be"),
         ({"prob": 1.5}, "prob must be"),
-        ({"stop_epoch": -1}, "stop_epoch"),
+        ({"stop_epoch": -1.0}, "stop_epoch"),
         ({"stop_epoch": 1.5}, "stop_epoch"),
         ({"seed": -1}, "seed must be"),
     ],
@@ -165,6 +165,18 @@ def test_stop_epoch_turns_mixing_off(tmp_path: Path) -> None:
         else:
             assert torch.equal(seen["y_loss"], seen["y"]) and torch.equal(seen["x_model"], seen["x"])
     assert trainer.callback_metrics["batch_mixing/active"] == 0.0
+
+
+@pytest.mark.parametrize("stop_epoch", [1, 0.5, -1])
+def test_stop_epoch_as_epoch_fraction_or_from_the_end_agree(tmp_path: Path, stop_epoch: int | float) -> None:
+    mixing = BatchMixing("mixup", stop_epoch=stop_epoch)
+    _, _, rec = _fit([mixing], tmp_path, max_epochs=2)
+    assert mixing.resolved_stop_epoch == 1 and rec.transform_set == {0: True, 1: False}
+
+
+def test_stop_epoch_from_the_end_must_leave_a_mixed_epoch(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="stop_epoch=-2 leaves no epoch with mixing: trainer.max_epochs is 2"):
+        _fit([BatchMixing("mixup", stop_epoch=-2)], tmp_path, max_epochs=2)
 
 
 def test_two_transforms_are_refused(tmp_path: Path) -> None:

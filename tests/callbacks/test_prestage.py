@@ -9,7 +9,7 @@ import lightning as L
 import pytest
 import torch
 
-from lt_lightning.callbacks._prestage import prestage_folder, resolve_config, run_prestage
+from lt_lightning.callbacks._prestage import prestage_folder, resolve_config, resolve_config_args, run_prestage
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -92,3 +92,26 @@ def test_configs_are_found_in_the_checkout_from_any_directory(tmp_path: Path, mo
         resolve_config("nope.yaml")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         run_prestage(_trainer(tmp_path), "nope.yaml", [], tmp_path / "prestages")
+
+
+def test_config_arguments_are_resolved_and_their_text_is_part_of_the_cache_key(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    budget = "configs/budget/ldam_drw_10ep.yaml"
+    in_checkout = str(REPO / budget)
+    assert resolve_config_args(["-c", budget, "--config=" + budget, "--trainer.max_epochs=3"]) == [
+        "-c",
+        in_checkout,
+        "--config=" + in_checkout,
+        "--trainer.max_epochs=3",
+    ]
+    with pytest.raises(FileNotFoundError, match="'nope.yaml' does not exist"):
+        resolve_config_args(["-c", "nope.yaml"])
+    stage = tmp_path / "stage.yaml"
+    stage.write_text(TINY_DIGITS)
+    local = tmp_path / "budget.yaml"
+    local.write_text("trainer:\n  max_epochs: 2\n")
+    first = prestage_folder(stage, ["-c", str(local)], tmp_path)
+    assert prestage_folder(stage, ["-c", "budget.yaml"], tmp_path) == first  # same file, however it is named
+    local.write_text("trainer:\n  max_epochs: 3\n")
+    assert prestage_folder(stage, ["-c", str(local)], tmp_path) != first  # an edited budget is a new stage
+    assert prestage_folder(stage, [], tmp_path) != first
