@@ -98,3 +98,21 @@ class StageProbe(Callback):
         out = Path(self.out_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
+class BatchProbe(Callback):
+    """Per rank: the labels of every training batch by ``(epoch, batch_idx)`` and, at the end of the fit, a bit-exact
+    hash of the whole module state; written to ``rank<R>.json`` (for resume-under-DDP tests)."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = out_dir
+        self.batches: dict[str, list[int]] = {}
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+        self.batches[f"{trainer.current_epoch}/{batch_idx}"] = batch[1].tolist()
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        record = {"rank": trainer.global_rank, "batches": self.batches, "state": _state_hash(pl_module)}
+        out = Path(self.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from lt_lightning.data.resumable import ResumableDataLoader
 from lt_lightning.data.samplers import EpochSampler, InstanceBalancedSampler, UnpaddedDistributedSampler
 from lt_lightning.data.test_agnostic import check_distribution, dataset_labels, resample_test_dataset
 from lt_lightning.data.transforms import DeviceAugmentation
@@ -271,8 +272,14 @@ class LongTailDataModule(L.LightningDataModule):
             )
         return sampler
 
-    def _loader(self, dataset: Dataset, batch_size: int, sampler: torch.utils.data.Sampler) -> DataLoader:
-        return DataLoader(
+    def _loader(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        sampler: torch.utils.data.Sampler,
+        loader: type[DataLoader] = DataLoader,
+    ) -> DataLoader:
+        return loader(
             dataset,
             batch_size=batch_size,
             sampler=sampler,
@@ -291,7 +298,14 @@ class LongTailDataModule(L.LightningDataModule):
             )
         sampler = self.build_train_sampler()
         sampler.set_epoch(self._sampler_epoch())
-        return self._loader(dataset, self.batch_size, sampler)
+        loader = self._loader(dataset, self.batch_size, sampler, ResumableDataLoader)
+        loader.progress = self._trained_batches  # type: ignore[attr-defined]
+        return loader
+
+    def _trained_batches(self) -> int:
+        """Batches of the current epoch whose training step ran (what a mid-epoch resume skips)."""
+        trainer = self.trainer
+        return 0 if trainer is None else int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
 
     def evaluation_test_dataset(self) -> Dataset:
         """The test set as tested: ``test_dataset``, or its test-agnostic resampling when ``test_distribution`` is set.
@@ -374,13 +388,31 @@ class LongTailDataModule(L.LightningDataModule):
         trainer = self.trainer
         return bool(trainer is not None and trainer.training)
 
+    def _seed_training_step(self) -> None:
+        """Re-seed torch's global generators for this training batch from ``(seed, epoch, batch index, rank)``.
+
+        Everything random on the device during a training step -- the crop/flip here, a random loss (equalization's
+        β, KCL's positives), dropout -- then depends on the step, not on what ran before it, so a run resumed from any
+        checkpoint draws what the uninterrupted run drew (Lightning does not restore the global RNG state), and DDP
+        ranks draw differently. The batch index is the trainer's ``ready`` count, which Lightning increments right
+        after this hook (``loops/training_epoch_loop.py``).
+        """
+        trainer = self.trainer
+        ready = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        key = [int(self.seed), int(trainer.current_epoch), int(ready), int(trainer.global_rank)]
+        torch.manual_seed(int(np.random.SeedSequence(key).generate_state(1, np.uint64)[0] >> np.uint64(1)))
+
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """``uint8 -> float``, train-time augmentation (training and ``augment`` only), normalisation.
+
+        Each training batch first re-seeds the global generators (:meth:`_seed_training_step`).
 
         Accepts ``[images, labels, ...]`` (list/tuple) or a bare image tensor. Without a trainer the batch is
         treated as evaluation data (no augmentation).
         """
         training = self._is_training()
+        if training:
+            self._seed_training_step()
         train = self.augment and training
         views = self.views if training else 1
         if isinstance(batch, Tensor):

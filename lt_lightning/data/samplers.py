@@ -5,7 +5,9 @@ Every training sampler is an :class:`EpochSampler`, a subclass of :class:`torch.
 ``torch.Generator`` with ``seed + epoch``, draws ONE global list of indices with :meth:`EpochSampler.draw` -- the
 same list on every process -- and yields the strided shard ``global[rank::num_replicas]``. Shards are therefore
 disjoint, every process has the same length, and the order depends only on ``(seed, epoch)``; nothing is kept in
-the sampler between epochs, so resuming from a checkpoint reproduces the run.
+the sampler between epochs, so resuming from a checkpoint reproduces the run. A resume from the middle of an epoch
+re-draws that epoch and skips what was trained (:meth:`EpochSampler.resume_within_epoch`, set by
+:class:`~lt_lightning.data.resumable.ResumableDataLoader`).
 
 Extending: a re-sampling method (class-balanced ``p_c ∝ n_c^q``, square-root, progressively-balanced,
 class-aware) subclasses :class:`EpochSampler` and overrides :meth:`EpochSampler.draw` only -- it gets the labels
@@ -73,6 +75,17 @@ class EpochSampler(DistributedSampler):
         self.num_draws = draws
         self.num_samples = math.ceil(draws / num_replicas)
         self.total_size = self.num_samples * num_replicas
+        self._resume: tuple[int, int] | None = None
+
+    def resume_within_epoch(self, epoch: int, skip: int) -> None:
+        """Make the next iteration, if it draws ``epoch``, start after this process's first ``skip`` indices.
+
+        One-shot: the next ``__iter__`` clears it whatever epoch it draws (an end-of-epoch checkpoint's next epoch
+        starts from its beginning).
+        """
+        if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
+            raise ValueError(f"skip must be an integer >= 0, got {skip!r}")
+        self._resume = (int(epoch), skip)
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch whose order is drawn next (called by Lightning and by ``train_dataloader``)."""
@@ -95,7 +108,11 @@ class EpochSampler(DistributedSampler):
         return _pad_to(indices, self.total_size)
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self.global_indices()[self.rank :: self.num_replicas].tolist())
+        shard = self.global_indices()[self.rank :: self.num_replicas]
+        resume, self._resume = getattr(self, "_resume", None), None
+        if resume is not None and resume[0] == self.epoch:
+            shard = shard[resume[1] :]
+        return iter(shard.tolist())
 
     def __len__(self) -> int:
         return self.num_samples

@@ -198,12 +198,9 @@ def test_resume_at_an_epoch_boundary_equals_the_uninterrupted_run(tmp_path: Path
         assert torch.equal(rec.steps[step]["y_loss"], full_rec.steps[step]["y_loss"])
 
 
-@pytest.mark.filterwarnings("ignore:You're resuming from a checkpoint that ended before the epoch ended")
 def test_mid_epoch_resume_draws_what_the_uninterrupted_run_drew(tmp_path: Path) -> None:
-    # Lightning replays a non-resumable dataloader from the start of the epoch after a mid-epoch resume (it restarts
-    # at global step 6 with the epoch's first batch), so the data of the resumed steps differ from the uninterrupted
-    # run's; what BatchMixing owns -- the draws of each global step -- must not: every resumed step is mixed exactly as
-    # a fresh generator of that step mixes it, and the uninterrupted run's steps are too.
+    # the train loader skips the trained batches of the resumed epoch and BatchMixing's draws depend on the global
+    # step only: every resumed step sees the data and the mix of the uninterrupted run's step
     ckpt = tmp_path / "mid.ckpt"
     _, _, full_rec = _fit([BatchMixing("cutmix", seed=1), SaveMidEpoch(1, ckpt, batch_idx=1)], tmp_path / "a")
     saved = copy.deepcopy(torch.load(ckpt, weights_only=False)["global_step"])
@@ -214,8 +211,7 @@ def test_mid_epoch_resume_draws_what_the_uninterrupted_run_drew(tmp_path: Path) 
         for step, seen in records.steps.items():
             x, y = _expected(BatchMixing("cutmix", seed=1), step, seen["x"], seen["y"])
             assert torch.equal(seen["x_model"], x) and torch.equal(seen["y_loss"], y), step
-    # from the next epoch on the data agree again, and so does everything the model sees
-    for step in range(8, 12):
+    for step in range(6, 12):
         assert torch.equal(rec.steps[step]["x"], full_rec.steps[step]["x"])
         assert torch.equal(rec.steps[step]["x_model"], full_rec.steps[step]["x_model"])
         assert torch.equal(rec.steps[step]["y_loss"], full_rec.steps[step]["y_loss"])

@@ -243,7 +243,6 @@ def test_resume_across_the_switch_equals_the_uninterrupted_run(tmp_path: Path, m
         assert rec.lrs[epoch] == pytest.approx(full_rec.lrs[epoch])
 
 
-@pytest.mark.filterwarnings("ignore:You're resuming from a checkpoint that ended before the epoch ended")
 def test_mid_stage_checkpoint_resumes_into_the_stage(tmp_path: Path) -> None:
     ckpt = tmp_path / "mid.ckpt"
     _fit([ClassifierRetraining("crt", epochs=2), SaveMidEpoch(3, ckpt, batch_idx=1)], tmp_path / "a")

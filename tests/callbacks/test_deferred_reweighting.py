@@ -215,7 +215,6 @@ def test_resume_before_and_after_the_switch_equals_never_stopping(tmp_path: Path
         assert torch.allclose(p_full, p_resumed, rtol=0, atol=1e-6), name
 
 
-@pytest.mark.filterwarnings("ignore:You're resuming from a checkpoint that ended before the epoch ended")
 def test_mid_epoch_resume_applies_the_weights_of_the_resumed_epoch(tmp_path: Path) -> None:
     # a run without DRW writes a checkpoint in the middle of epoch 2; resuming it with DRW(E=2) must weight every
     # remaining batch of epoch 2, although on_train_epoch_start is not called for a resumed epoch

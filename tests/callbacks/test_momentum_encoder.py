@@ -18,7 +18,7 @@ from lt_lightning.heads.linear import LinearHead
 from lt_lightning.heads.projection import ProjectionHead
 from lt_lightning.losses.paco import PaCoLoss
 from lt_lightning.module import LongTailModule
-from tests.helpers import SaveMidEpoch, StopAfter, TinyBackbone, quiet_trainer
+from tests.helpers import SaveMidEpoch, StopAfter, TinyBackbone, assert_equal_states, quiet_trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -172,18 +172,18 @@ class Snapshot(L.Callback):
             self.state = self.cb.state_dict()
 
 
-@pytest.mark.filterwarnings("ignore:You're resuming from a checkpoint that ended before the epoch ended")
 def test_mid_epoch_checkpoint_restores_the_state_of_its_step(tmp_path: Path) -> None:
-    # Lightning 2.6 replays a non-resumable dataloader's epoch from its start after a mid-epoch resume, so the
-    # batches (hence the weights) after the resume differ from the uninterrupted run whatever the callbacks do; what
-    # this callback owes is that the resumed fit starts from the exact encoder, queue and pointer of the saved step.
+    # the resumed fit starts from the exact encoder, queue and pointer of the saved step, and (the train loader
+    # skipping the trained batches) ends as the uninterrupted run did
     ckpt = tmp_path / "mid.ckpt"
     full_cb = MomentumEncoder(momentum=0.9, queue_size=QUEUE)
     at_save = Snapshot(full_cb, batch_idx=2)
-    _fit(tmp_path / "full", [full_cb, at_save, SaveMidEpoch(0, ckpt, batch_idx=2)])
+    _, full_model = _fit(tmp_path / "full", [full_cb, at_save, SaveMidEpoch(0, ckpt, batch_idx=2)])
     resumed_cb = MomentumEncoder(momentum=0.9, queue_size=QUEUE)
     at_start = Snapshot(resumed_cb)
-    _fit(tmp_path / "b", [resumed_cb, at_start], ckpt_path=str(ckpt))
+    _, resumed_model = _fit(tmp_path / "b", [resumed_cb, at_start], ckpt_path=str(ckpt))
+    _assert_same_state(full_cb, resumed_cb)
+    assert_equal_states(full_model.state_dict(), resumed_model.state_dict())
     assert at_save.state is not None and at_start.state is not None
     assert at_save.state["pointer"] == 3 * BATCH % QUEUE
     a, b = MomentumEncoder(queue_size=QUEUE), MomentumEncoder(queue_size=QUEUE)
