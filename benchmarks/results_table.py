@@ -5,9 +5,10 @@ the ordinary ``lt-lightning fit`` then ``lt-lightning test`` on the last checkpo
 selects on the test set). A method whose earlier or later stage must scale with the budget too (MiSLAS's stage 2, a
 teacher or pre-training fitted within the command) has a per-method overlay ``<budget without .yaml>/<method>.yaml``
 (e.g. ``configs/budget/ldam_drw_10ep/mislas.yaml``), given after the budget when it exists. Runs go to
-``<runs>/<dataset>/<method>/``; a method whose test report exists is not run
-again, so a killed table resumes. The table lists overall (top-1 on the balanced test set) and many/medium/few-shot
-accuracy and the wall time of each fit, and is written to ``--out`` with the exact command that produced it.
+``<runs>/<dataset>/<method>/``; a method whose test report exists is not run again and a fit killed before its
+end resumes from its ``last.ckpt`` (its wall time then counts the resumed part only, marked "resumed"), so a killed
+table resumes. The table lists overall (top-1 on the balanced test set) and many/medium/few-shot accuracy and the
+wall time of each fit, and is written to ``--out`` with the exact command that produced it.
 
     python benchmarks/results_table.py --dataset cifar10_lt --methods ce focal ldam_drw \\
         --budget configs/budget/ldam_drw_10ep.yaml --root data --out docs/results/cifar10_lt.md
@@ -78,8 +79,9 @@ def run_method(args: argparse.Namespace, method: str) -> dict:
     configs = ["-c", str(config)]
     for budget in budget_configs(args.budget, method):
         configs += ["-c", budget]
-    fit_wall = lt_cli("fit", configs, out, "fit", args.root, list(args.extra))
     ckpt = out / "fit" / "checkpoints" / "last.ckpt"
+    resume = [f"--ckpt_path={ckpt}"] if ckpt.is_file() else []  # a fit killed earlier resumes from its last epoch
+    fit_wall = lt_cli("fit", configs, out, "fit", args.root, [*args.extra, *resume])
     lt_cli("test", configs, out, "test", args.root, [f"--ckpt_path={ckpt}"])
     result = {
         "method": method,
@@ -88,9 +90,12 @@ def run_method(args: argparse.Namespace, method: str) -> dict:
         "config": str(config.relative_to(REPO)),
         "budget": budget_configs(args.budget, method),
     }
+    notes = ["resumed"] if resume else []
     sweep = out / "test" / "posthoc_tau_sweep.json"
     if sweep.is_file():
-        result["note"] = f"tau = {json.loads(sweep.read_text())['chosen_tau']} (validation sweep)"
+        notes.append(f"tau = {json.loads(sweep.read_text())['chosen_tau']} (validation sweep)")
+    if notes:
+        result["note"] = "; ".join(notes)
     result_file.write_text(json.dumps(result, indent=1))
     return result
 
