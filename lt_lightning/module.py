@@ -13,11 +13,28 @@ A method is a combination of parts, never a subclass of this module:
 path by which losses, heads, metrics and callbacks learn the class prior: every
 :class:`~lt_lightning.prior.ClassPriorAware` part is told the counts when the module is built and whenever
 :meth:`LongTailModule.set_class_counts` replaces them.
+
+Fast paths (options of the module, off by default; see docs/performance.md):
+
+* ``trainer.precision: bf16-mixed`` (or ``16-mixed``) needs no option: the forward pass runs under autocast, and the
+  loss -- every criterion, whatever its formula -- and the test-time rules run in float32 on an upcast copy of the
+  output (CPU autocast keeps ``log_softmax`` / ``logsumexp`` in bfloat16, so a loss left under it would be computed
+  in bfloat16);
+* ``channels_last``: the 4-D parameters in :meth:`LongTailModule.configure_model` and every 4-D input of
+  :meth:`LongTailModule.forward` (training, validation, test and predict batches, multi-view batches included)
+  in ``torch.channels_last`` memory format (NHWC convolution kernels);
+* ``compile``: ``backbone.compile(**options)`` (:meth:`torch.nn.Module.compile`, in place) in
+  :meth:`LongTailModule.configure_model`. Only the backbone, where the compute is, is compiled: the stage callbacks
+  swap or wrap the classifier, freeze the backbone and put it in ``eval()`` (guards of the compiled graph trigger a
+  recompilation), and the state-dict keys do not change (no ``_orig_mod.``), so checkpoints written with and
+  without compilation load into each other.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -26,6 +43,7 @@ import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
+from torchmetrics import MeanMetric
 
 from lt_lightning.backbones.base import Backbone
 from lt_lightning.heads.linear import LinearHead
@@ -37,6 +55,71 @@ from lt_lightning.output import ModelOutput, as_output
 from lt_lightning.prior import ClassPriorAware, broadcast_class_counts, validate_class_counts
 
 HeadCallable = Callable[[int, int], nn.Module]
+
+#: floating dtypes narrower than float32 that a loss or a test-time rule must not compute in
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+#: prefix that ``torch.compile(module)`` (an ``OptimizedModule`` wrapper) adds to the state-dict keys of ``module``
+COMPILED_PREFIX = "_orig_mod."
+
+
+def _upcast(x: Tensor) -> Tensor:
+    return x.float() if x.dtype in LOW_PRECISION else x
+
+
+def float32_output(output: ModelOutput) -> ModelOutput:
+    """``output`` with its float16 / bfloat16 tensors cast to float32 (differentiably); others as they are."""
+    return dataclasses.replace(
+        output,
+        logits=_upcast(output.logits),
+        features=_upcast(output.features),
+        expert_logits=None if output.expert_logits is None else _upcast(output.expert_logits),
+        extras={k: _upcast(v) if isinstance(v, Tensor) else v for k, v in output.extras.items()},
+    )
+
+
+def _autocast_enabled(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4: no device argument
+        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+
+
+def full_precision(device: torch.device) -> contextlib.AbstractContextManager:
+    """A region where autocast is off on ``device`` (a no-op context when it is not on)."""
+    if _autocast_enabled(device.type):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def is_compiled(module: nn.Module) -> bool:
+    """Whether :meth:`torch.nn.Module.compile` was applied to ``module`` (a deep copy is not compiled)."""
+    return getattr(module, "_compiled_call_impl", None) is not None
+
+
+def _validate_compile(compile: bool | dict[str, Any]) -> dict[str, Any] | None:
+    """``compile`` option -> ``torch.compile`` keyword arguments (``None``: no compilation)."""
+    if isinstance(compile, bool):
+        return {} if compile else None
+    if isinstance(compile, dict) and all(isinstance(k, str) for k in compile):
+        return dict(compile)
+    raise ValueError(
+        f"compile must be a bool or a dict of torch.compile keyword arguments (e.g. {{'mode': 'max-autotune'}}), "
+        f"got {compile!r}"
+    )
+
+
+def check_optimizer_hyperparameters(optimizer: torch.optim.Optimizer) -> None:
+    """Refuse what torch's optimizers accept silently: a NaN or infinite hyper-parameter (``lr``, ``momentum``,
+    ``weight_decay``, ...; ``betas`` entry by entry) and a momentum outside ``[0, 1]`` (a diverging run otherwise)."""
+    name = type(optimizer).__name__
+    for key, value in optimizer.defaults.items():
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        for v in values:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"{name}: optimizer {key} must be finite, got {value!r}")
+    momentum = optimizer.defaults.get("momentum")
+    if isinstance(momentum, (int, float)) and not isinstance(momentum, bool) and not 0 <= momentum <= 1:
+        raise ValueError(f"{name}: optimizer momentum must be in [0, 1], got {momentum!r}")
 
 
 def ldam_drw_sgd(params: Any) -> torch.optim.Optimizer:
@@ -61,6 +144,13 @@ class LongTailModule(LightningModule):
         finite_check_every_n_steps: stop with ``FloatingPointError`` naming the step and the batch's classes when the
             training loss is NaN or inf, checked every ``n`` steps (``0``: never). Each check is one host-device
             sync: raise ``n`` on GPUs where that matters.
+        channels_last: keep the 4-D parameters and the 4-D inputs of :meth:`forward` in ``torch.channels_last``
+            memory format (applied in :meth:`configure_model`; the loss and the weights are those of the default
+            format up to rounding).
+        compile: compile the backbone with :meth:`torch.nn.Module.compile` in :meth:`configure_model`: ``True``
+            (default options) or a dict of ``torch.compile`` keyword arguments (``{"mode": "max-autotune"}``,
+            ``{"backend": "aot_eager"}``, ...). The first steps (and the first evaluation, and a stage that freezes
+            the backbone) pay the compilation.
     """
 
     def __init__(
@@ -76,6 +166,8 @@ class LongTailModule(LightningModule):
         many_threshold: int = 100,
         few_threshold: int = 20,
         finite_check_every_n_steps: int = 1,
+        channels_last: bool = False,
+        compile: bool | dict[str, Any] = False,
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -84,6 +176,9 @@ class LongTailModule(LightningModule):
             raise ValueError(f"finite_check_every_n_steps must be an integer >= 0, got {finite_check_every_n_steps!r}")
         if lr_scheduler_interval not in ("epoch", "step"):
             raise ValueError(f"lr_scheduler_interval must be 'epoch' or 'step', got {lr_scheduler_interval!r}")
+        if not isinstance(channels_last, bool):
+            raise ValueError(f"channels_last must be a bool, got {channels_last!r}")
+        compile_options = _validate_compile(compile)
         num_features = getattr(backbone, "num_features", None)
         if not isinstance(num_features, int) or num_features <= 0:
             raise ValueError(
@@ -103,8 +198,15 @@ class LongTailModule(LightningModule):
         self.lr_scheduler_factory = lr_scheduler
         self.lr_scheduler_interval = lr_scheduler_interval
         self.finite_check_every_n_steps = finite_check_every_n_steps
+        self.channels_last = channels_last
+        #: keyword arguments of ``backbone.compile`` (``None``: not compiled); not ``self.compile``, which is
+        #: :meth:`torch.nn.Module.compile`
+        self.compile_options = compile_options
         counts = validate_class_counts(class_counts, num_classes)
         self.register_buffer("class_counts", counts)
+        # the epoch mean of the training loss, checkpointed: a run resumed mid-epoch logs the uninterrupted run's mean
+        self.train_loss_mean = MeanMetric(nan_strategy="disable")  # "disable": no NaN check, no host sync per step
+        self.train_loss_mean.persistent(True)
         self.val_metric = LongTailAccuracy(num_classes, counts, many_threshold, few_threshold)
         self.test_metric = LongTailAccuracy(num_classes, counts, many_threshold, few_threshold)
         # per-expert accuracy of a multi-expert head (RIDE, SADE, ...), logged beside the ensemble's
@@ -165,7 +267,16 @@ class LongTailModule(LightningModule):
         return self.criterion if override is None else override
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        from lt_lightning.callbacks.data_fingerprint import check_resume  # local: the callbacks import this module
+
+        check_resume(self._trainer, checkpoint)  # other data: name the difference before any size mismatch
         state = checkpoint.get("state_dict", {})
+        for key, value in self.train_loss_mean.state_dict(prefix="train_loss_mean.").items():
+            state.setdefault(key, value)  # a checkpoint written before the loss mean was checkpointed
+        if any(COMPILED_PREFIX in k for k in state):
+            # written from a module wrapped by torch.compile(...) (keys like backbone._orig_mod.conv1.weight)
+            state = {k.replace(COMPILED_PREFIX, ""): v for k, v in state.items()}
+            checkpoint["state_dict"] = state
         if "classifier.scales" in state and not isinstance(self.classifier, LWSHead):
             # written after (or during) a learnable-weight-scaling stage: give the classifier the same structure
             self.classifier = LWSHead.wrap(self.classifier, self.num_classes)
@@ -173,9 +284,30 @@ class LongTailModule(LightningModule):
         if counts is not None:
             broadcast_class_counts(self, counts.to(self.class_counts.device, torch.float32))
 
+    # ------------------------------------------------------------------ fast paths
+    def configure_model(self) -> None:
+        """Apply :attr:`channels_last` and :attr:`compile_options` (idempotent: Lightning calls this hook at the start
+        of every fit, validate, test and predict, after the callbacks' ``setup``)."""
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)  # 4-D parameters and buffers only
+        if self.compile_options is not None and not is_compiled(self.backbone):
+            self.backbone.compile(**self.compile_options)
+
+    def model_input(self, x: Tensor) -> Tensor:
+        """``x`` in the memory format of the model: ``channels_last`` for a 4-D batch when :attr:`channels_last`.
+
+        Done here rather than in ``on_after_batch_transfer``: Lightning calls only the datamodule's hook when both the
+        datamodule and the module define one (every :class:`~lt_lightning.data.base.LongTailDataModule` does), and a
+        batch transform (mixup, CutMix) may return a default-format tensor. A no-op (no copy, no host sync) on a batch
+        already in that format.
+        """
+        if self.channels_last and x.dim() == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
     # ------------------------------------------------------------------ forward
     def forward(self, x: Tensor) -> ModelOutput:
-        features = self.backbone(x)
+        features = self.backbone(self.model_input(x))
         return as_output(self.classifier(features), features)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
@@ -185,11 +317,13 @@ class LongTailModule(LightningModule):
         output = self(x)
         for name, extra in self.train_extras.items():
             output.extras[name] = extra(x, output)
-        loss = self.training_criterion(output, y)
+        with full_precision(output.logits.device):  # every loss in float32 under mixed precision
+            loss = self.training_criterion(float32_output(output), _upcast(y))
         n = self.finite_check_every_n_steps
         if n and self.global_step % n == 0:
             check_finite_loss(loss, self.global_step, y)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, batch_size=x.shape[0])
+        self.train_loss_mean(loss.detach(), x.shape[0])
+        self.log("train/loss", self.train_loss_mean, on_step=True, on_epoch=True, batch_size=x.shape[0])
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
@@ -207,6 +341,12 @@ class LongTailModule(LightningModule):
         """The forward pass used for test and predict, with the test-time rules (:attr:`test_expert_weights`,
         :attr:`test_head`, :attr:`test_logit_offset`) applied to its ``logits``."""
         output = self(x)
+        if self.test_expert_weights is None and self.test_head is None and self.test_logit_offset is None:
+            return output
+        with full_precision(output.logits.device):  # the test-time rules in float32 under mixed precision
+            return self._apply_test_rules(float32_output(output))
+
+    def _apply_test_rules(self, output: ModelOutput) -> ModelOutput:
         if self.test_expert_weights is not None:
             if output.expert_logits is None:
                 raise ValueError("test_expert_weights is set but the classifier returns no expert_logits")
@@ -232,7 +372,7 @@ class LongTailModule(LightningModule):
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self.test_logits(x).softmax(dim=-1)
+        return _upcast(self.test_logits(x)).softmax(dim=-1)
 
     # ------------------------------------------------------------------ metrics
     def _log_results(self, stage: str, results: dict[str, Tensor]) -> None:
@@ -245,6 +385,13 @@ class LongTailModule(LightningModule):
             results = metric.compute()
             metric.reset()
             self._log_results(stage, {f"expert{i}_{k}": v for k, v in results.items()})
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if batch_idx == 0:
+            # a new epoch's mean: a checkpoint written after an epoch's last batch holds that epoch's sums, and
+            # Lightning resumes it into the next epoch without on_train_epoch_start; an epoch resumed in its middle
+            # starts at batch_idx > 0 and its restored sums go on
+            self.train_loss_mean.reset()
 
     def on_validation_epoch_end(self) -> None:
         self.last_val_results = self.val_metric.compute()
@@ -268,6 +415,7 @@ class LongTailModule(LightningModule):
         if not params:
             raise ValueError("no parameter requires grad: nothing to optimise")
         optimizer = self.optimizer_factory(params)
+        check_optimizer_hyperparameters(optimizer)
         if self.lr_scheduler_factory is None:
             return optimizer
         scheduler = self.lr_scheduler_factory(optimizer)

@@ -116,3 +116,22 @@ class BatchProbe(Callback):
         out = Path(self.out_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
+class CriterionProbe(Callback):
+    """Per rank and epoch: the training criterion's buffers (DRW's class weights) as lists, and the global step."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = out_dir
+        self.epochs: dict[str, dict[str, Any]] = {}
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        criterion = pl_module.training_criterion
+        buffers = {k: v.detach().cpu().flatten().tolist() for k, v in criterion.state_dict().items()}
+        self.epochs[str(trainer.current_epoch)] = {"buffers": buffers, "step": trainer.global_step}
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        out = Path(self.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        record = {"rank": trainer.global_rank, "world_size": trainer.world_size, "epochs": self.epochs}
+        (out / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))

@@ -81,3 +81,14 @@ def assert_equal_states(a: dict[str, Tensor], b: dict[str, Tensor]) -> None:
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+class InterruptAt(L.Callback):
+    """Raise ``KeyboardInterrupt`` (what Ctrl-C does) at training step ``step``: Lightning then stops "gracefully"."""
+
+    def __init__(self, step: int = 1) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            raise KeyboardInterrupt

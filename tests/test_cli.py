@@ -131,3 +131,15 @@ def test_posthoc_logit_adjustment_config_fit_then_test(tmp_path, monkeypatch) ->
     test = main(["test", "-c", config, "--ckpt_path", ckpt, "--trainer.enable_progress_bar", "false"])
     assert "test/posthoc_tau" in test.trainer.callback_metrics
     assert (Path(test.trainer.log_dir) / "posthoc_tau_sweep.json").is_file()
+
+
+def test_an_interrupted_fit_exits_non_zero(tmp_path, monkeypatch) -> None:
+    # Lightning 2.6 shuts down "gracefully" on Ctrl-C (and SIGTERM) and exits with status 1: the study and scripts
+    # rely on it never to take a half-trained checkpoint for a finished run
+    monkeypatch.chdir(tmp_path)
+    args = ["fit", "-c", str(QUICKSTART), "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3"]
+    args += ["--trainer.limit_val_batches", "1", "--trainer.callbacks+=tests.helpers.InterruptAt"]
+    args += ["--trainer.callbacks.step", "2", "--trainer.enable_progress_bar", "false"]
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    assert exit_.value.code == 1

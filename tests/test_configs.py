@@ -25,6 +25,7 @@ STANDALONE = sorted(
 )
 COMPOSITIONS: list[tuple[str, ...]] = [
     ("trainer/digits_30ep.yaml", "data/digits_lt.yaml", "model/ce_resnet32_digits.yaml"),
+    ("trainer/digits_30ep.yaml", "data/digits_lt.yaml", "model/ce_resnet32_digits.yaml", "trainer/fast_bf16.yaml"),
     ("trainer/cifar_200ep.yaml", "data/cifar10_lt.yaml", "model/ce_resnet32.yaml"),
     ("trainer/cifar_200ep.yaml", "data/cifar100_lt.yaml", "model/ce_resnet32.yaml"),
     ("experiments/cifar10_lt/ce.yaml", "budget/ldam_drw_10ep.yaml"),

@@ -31,6 +31,8 @@ configs keep the reference's ``s = 2``.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -76,8 +78,12 @@ class BBNResNetCifar(ResNetCifar):
         feature_scale: float = 2.0,
     ) -> None:
         super().__init__(depth=depth, widths=widths, in_channels=in_channels)
-        if isinstance(feature_scale, bool) or not isinstance(feature_scale, (int, float)) or not feature_scale > 0:
-            raise ValueError(f"feature_scale must be a positive number, got {feature_scale!r}")
+        if (
+            isinstance(feature_scale, bool)
+            or not isinstance(feature_scale, (int, float))
+            or not (feature_scale > 0 and math.isfinite(feature_scale))
+        ):
+            raise ValueError(f"feature_scale must be a finite positive number, got {feature_scale!r}")
         last = self.layer3[-1]
         # the last residual block of stage 3 becomes the conventional branch; the re-balancing branch is a copy of
         # its structure (for depth 8, n = 1, that is the down-sampling block itself)

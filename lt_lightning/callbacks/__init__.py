@@ -4,6 +4,7 @@ from lt_lightning.callbacks.batch_mixing import BatchMixing
 from lt_lightning.callbacks.bbn_schedule import CumulativeLearning
 from lt_lightning.callbacks.classifier_retraining import ClassifierRetraining
 from lt_lightning.callbacks.compute_per_image import ComputePerImage
+from lt_lightning.callbacks.data_fingerprint import DataFingerprint
 from lt_lightning.callbacks.deferred_reweighting import DeferredReweighting
 from lt_lightning.callbacks.expert_aggregation import TestTimeAggregation
 from lt_lightning.callbacks.expert_router_training import ExpertRouterTraining
@@ -17,6 +18,7 @@ from lt_lightning.callbacks.tau_normalization import TauNormalization
 from lt_lightning.callbacks.test_report import TestReport
 
 __all__ = [
+    "DataFingerprint",
     "SelfSupervisedInit",
     "MomentumEncoder",
     "KnowledgeDistillation",

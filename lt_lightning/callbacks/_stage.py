@@ -36,6 +36,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from lt_lightning.callbacks._schedule import resolve_switch_epoch, validate_switch_epoch
+from lt_lightning.callbacks.data_fingerprint import check_init_from, data_mismatch_allowed
 from lt_lightning.data.base import SamplerFactory
 from lt_lightning.data.staged import StagedSampler
 from lt_lightning.optim import WarmupCosineLR
@@ -283,6 +284,9 @@ class FrozenStage(Callback):
         self._factory = None
 
     def _load_stage1(self, pl_module: pl.LightningModule, path: str) -> None:
+        trainer = pl_module._trainer
+        datamodule = None if trainer is None else trainer.datamodule
+        check_init_from(path, datamodule, self._name, data_mismatch_allowed(trainer))  # same data as stage 1
         state = read_stage1_state(path, self._name)
         counts = state.get("class_counts")
         if counts is None:

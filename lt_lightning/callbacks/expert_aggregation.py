@@ -140,6 +140,8 @@ class TestTimeAggregation(Callback):
         self.epochs = epochs
         self.lr = _check_positive("lr", lr)
         self.momentum = _check_positive("momentum", momentum, allow_zero=True)
+        if self.momentum > 1:
+            raise ValueError(f"momentum must be in [0, 1], got {momentum}")
         self.weight_decay = _check_positive("weight_decay", weight_decay, allow_zero=True)
         self.nesterov = bool(nesterov)
         if self.nesterov and self.momentum == 0:

@@ -37,6 +37,7 @@ from torch import Tensor
 from lt_lightning.backbones._checkpoint import describe_mismatch
 from lt_lightning.callbacks._prestage import resolve_config, run_prestage
 from lt_lightning.callbacks._stage import read_stage1_state
+from lt_lightning.callbacks.data_fingerprint import check_init_from, data_mismatch_allowed
 
 __all__ = ["SelfSupervisedInit", "backbone_weights", "data_arguments"]
 
@@ -202,6 +203,11 @@ class SelfSupervisedInit(Callback):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"SelfSupervisedInit: checkpoint {str(path)!r} does not exist")
+        trainer = pl_module._trainer
+        datamodule = None if trainer is None else trainer.datamodule
+        # a pretext fitted within this command trained on these images: other data is an error; a given checkpoint
+        # may come from other data on purpose (a warning)
+        check_init_from(path, datamodule, "SelfSupervisedInit", data_mismatch_allowed(trainer) or not same_training_set)
         state = read_stage1_state(str(path), "SelfSupervisedInit")
         self._check_counts(pl_module, state, path, same_training_set)
         weights = backbone_weights(state)

@@ -54,10 +54,70 @@ _GET_DATA = (
 )
 
 
+#: the globals a CIFAR pickle may reference: numpy arrays / scalars / dtypes (numpy 1 and 2 module names, all
+#: pickle protocols) and ``_codecs.encode`` (bytes in protocol <= 2). Anything else -- a pickle can call any importable
+#: function while loading -- is refused, so a hostile file cannot run code.
+_ALLOWED_GLOBALS = frozenset(
+    {("numpy", "dtype"), ("numpy", "ndarray"), ("_codecs", "encode")}
+    | {(f"numpy.{core}.multiarray", name) for core in ("core", "_core") for name in ("_reconstruct", "scalar")}
+    | {(f"numpy.{core}.numeric", "_frombuffer") for core in ("core", "_core")}
+)
+
+
+class _CIFARUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only :data:`_ALLOWED_GLOBALS`."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _ALLOWED_GLOBALS:
+            raise pickle.UnpicklingError(
+                f"refusing to load global {module}.{name} (a CIFAR pickle holds only dicts, lists, strings and numpy "
+                "arrays)"
+            )
+        return super().find_class(module, name)
+
+
 def _unpickle(path: str) -> dict[str, Any]:
-    with open(path, "rb") as f:
-        entry = pickle.load(f, encoding="latin1")
+    """Load a CIFAR pickle with :class:`_CIFARUnpickler`; ``ValueError`` naming ``path`` if it is not a dict pickle."""
+    try:
+        with open(path, "rb") as f:
+            entry = _CIFARUnpickler(f, encoding="latin1").load()
+    except Exception as exc:  # noqa: BLE001 -- a corrupt pickle fails in many ways (EOFError, KeyError, struct.error...)
+        raise ValueError(f"{path} is not a readable CIFAR pickle ({type(exc).__name__}: {exc})") from None
+    if not isinstance(entry, dict):
+        raise ValueError(f"{path} is not a CIFAR pickle: it holds a {type(entry).__name__}, not a dict")
     return entry
+
+
+def _check_images(value: Any, path: str, num_classes: int) -> np.ndarray:
+    """``entry["data"]`` as ``uint8 [N, 3, 32, 32]``: ``[N, 3072]`` (or ``[N, 3, 32, 32]``) integers in [0, 255]."""
+    what = f"{path}: 'data' of a CIFAR-{num_classes} pickle"
+    if not isinstance(value, np.ndarray) or value.dtype.kind not in "iub":
+        kind = type(value).__name__ if not isinstance(value, np.ndarray) else f"array of {value.dtype}"
+        raise ValueError(f"{what} must be an integer numpy array [N, 3072], got {kind}")
+    if not (value.ndim == 2 and value.shape[1] == 3 * 32 * 32) and not (
+        value.ndim == 4 and value.shape[1:] == (3, 32, 32)
+    ):
+        raise ValueError(f"{what} must have shape [N, 3072] (3 x 32 x 32 pixels per row), got {value.shape}")
+    if value.dtype != np.uint8 and value.size and (value.min() < 0 or value.max() > 255):
+        raise ValueError(f"{what} must hold pixel values in [0, 255], got [{value.min()}, {value.max()}]")
+    return np.asarray(value, dtype=np.uint8).reshape(-1, 3, 32, 32)
+
+
+def _check_labels(value: Any, path: str, key: str, count: int, num_classes: int) -> np.ndarray:
+    """``entry[key]``: ``count`` integer labels in ``[0, num_classes)``."""
+    what = f"{path}: {key!r} of a CIFAR-{num_classes} pickle"
+    try:
+        labels = np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{what} is not a list of integers ({exc})") from None
+    if labels.ndim != 1 or (labels.size and labels.dtype.kind not in "iu"):
+        raise ValueError(f"{what} must be a flat list of integers, got {labels.dtype} of shape {labels.shape}")
+    if labels.size != count:
+        raise ValueError(f"{what} has {labels.size} labels for {count} images")
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        bad = int(np.flatnonzero((labels < 0) | (labels >= num_classes))[0])
+        raise ValueError(f"{what}: label {int(labels[bad])} at index {bad} is outside [0, {num_classes})")
+    return labels.astype(np.int64)
 
 
 def read_cifar(root: str, num_classes: int, train: bool) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -66,9 +126,14 @@ def read_cifar(root: str, num_classes: int, train: bool) -> tuple[np.ndarray, np
     The last two reads are cached per process (keyed by the files' paths, sizes and modification times), so building
     several datamodules on the same data decodes the pickles once. The arrays are shared: do not modify them.
 
+    Every file is checked and an error names it: a file that is not a pickle (truncated, random bytes) or holds
+    anything but dicts, lists, strings and numpy arrays (loaded with a restricted unpickler: a hostile pickle cannot
+    run code), ``data`` that is not ``[N, 3072]`` integers in [0, 255], labels that are not ``N`` integers in
+    ``[0, num_classes)``, a meta file without ``num_classes`` names.
+
     Raises:
         FileNotFoundError: naming the missing path and how to get the data.
-        ValueError: for ``num_classes`` other than 10 or 100, or a file of the wrong layout.
+        ValueError: for ``num_classes`` other than 10 or 100, or a file of the wrong layout (naming it).
     """
     if num_classes == 10:
         folder, files = CIFAR10_DIR, [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
@@ -109,11 +174,20 @@ def _read_cifar_files(
         path = os.path.join(base, name)
         entry = _unpickle(path)
         if "data" not in entry or label_key not in entry:
-            raise ValueError(f"{path} is not a CIFAR-{num_classes} pickle (keys: {sorted(entry)[:6]})")
-        data.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        labels.extend(entry[label_key])
-    names = list(_unpickle(os.path.join(base, meta_file))[names_key])
-    return np.concatenate(data), np.asarray(labels, dtype=np.int64), names
+            keys = sorted(str(k) for k in entry)[:6]
+            raise ValueError(
+                f"{path} is not a CIFAR-{num_classes} pickle (keys: {keys}; expected 'data' and {label_key!r})"
+            )
+        images = _check_images(entry["data"], path, num_classes)
+        data.append(images)
+        labels.append(_check_labels(entry[label_key], path, label_key, len(images), num_classes))
+    meta_path = os.path.join(base, meta_file)
+    meta = _unpickle(meta_path)
+    names = meta.get(names_key)
+    if not isinstance(names, (list, tuple)) or len(names) != num_classes or not all(isinstance(n, str) for n in names):
+        shown = f"{len(names)} entries" if isinstance(names, (list, tuple)) else repr(type(names).__name__)
+        raise ValueError(f"{meta_path}: {names_key!r} must be a list of {num_classes} class names, got {shown}")
+    return np.concatenate(data), np.concatenate(labels), list(names)
 
 
 class CIFARLTDataModule(LongTailDataModule):

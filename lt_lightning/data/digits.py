@@ -86,6 +86,9 @@ class DigitsLTDataModule(LongTailDataModule):
             raise ValueError(f"val_per_class must be >= 1, got {val_per_class}")
         self.image_size = image_size
         self.crop_padding = image_size // 8
+        # the split arguments, kept for the checkpoints' data fingerprint and for pre-stages fitted on the same data
+        self.imbalance_ratio, self.profile, self.split_seed = float(imbalance_ratio), profile, int(split_seed)
+        self.val_per_class, self.test_per_class = int(val_per_class), int(test_per_class)
         images, labels = load_digits_uint8()
         test_idx, val_idx, pool_idx = hold_out_per_class(
             labels, [test_per_class, val_per_class], 10, split_seed, what="digits set"
@@ -98,6 +101,7 @@ class DigitsLTDataModule(LongTailDataModule):
                 f"n_max={n_max} exceeds the smallest class pool ({int(pool_sizes.min())} images after holding out "
                 f"{test_per_class} test and {val_per_class} validation images per class)"
             )
+        self.n_max = int(n_max)
         counts = long_tail_counts(10, n_max, imbalance_ratio, profile)
         chosen, _ = select_long_tail_indices(labels[pool_idx], counts, seed=split_seed)
         self.balanced_reference = bool(balanced_reference)

@@ -3,7 +3,7 @@
 Layout (torchvision ``ImageFolder`` style; class ``c`` is the ``c``-th class folder of ``root/train`` in sorted
 order, files are found recursively and sorted, hidden entries are ignored)::
 
-    root/train/<class>/...   required, every class needs at least one image
+    root/train/<class>/...   required, every class needs at least one image (or on_empty_class="skip")
     root/val/<class>/...     optional
     root/test/<class>/...    optional
 
@@ -35,6 +35,7 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
+from lightning.pytorch.utilities import rank_zero_warn
 
 from lt_lightning.data._split import hold_out_per_class
 from lt_lightning.data.balanced_reference import select_balanced_reference
@@ -62,26 +63,54 @@ def list_images(folder: str, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> li
     return sorted(found)
 
 
+ON_EMPTY_CLASS_CHOICES = ("error", "skip")
+
+
 def scan_split_folder(
-    folder: str, class_names: Sequence[str] | None, extensions: Sequence[str] = IMAGE_EXTENSIONS
+    folder: str,
+    class_names: Sequence[str] | None,
+    extensions: Sequence[str] = IMAGE_EXTENSIONS,
+    on_empty_class: str = "error",
+    ignore: Sequence[str] = (),
 ) -> tuple[list[str], list[int], list[str]]:
     """Images of a ``<class>/...`` folder as ``(paths, labels, class_names)``.
 
     Args:
         folder: the split folder (e.g. ``root/train``).
-        class_names: the classes (label = position); ``None`` takes the sorted sub-folders of ``folder`` and
-            requires each to hold an image.
+        class_names: the classes (label = position); ``None`` takes the sorted sub-folders of ``folder`` that hold
+            an image.
         extensions: file extensions taken as images.
+        on_empty_class: with ``class_names=None``, a class folder without an image is an error (``"error"``) or is
+            not a class (``"skip"``: the caller finds the skipped folders as those not in the returned classes).
+        ignore: class folder names to leave out (e.g. the classes skipped as empty in the training folder).
 
     Raises:
-        ValueError: ``folder`` has no class folder, an empty class folder (when ``class_names`` is ``None``), or a
-            class folder not in ``class_names``.
+        ValueError: ``folder`` has no class folder, an empty class folder (``class_names=None`` and
+            ``on_empty_class="error"``), no image at all, or a class folder not in ``class_names``.
     """
-    names = list_class_folders(folder)
+    if on_empty_class not in ON_EMPTY_CLASS_CHOICES:
+        raise ValueError(f"on_empty_class must be one of {ON_EMPTY_CLASS_CHOICES}, got {on_empty_class!r}")
+    ignored = set(ignore)
+    names = [n for n in list_class_folders(folder) if n not in ignored]
     if not names:
-        raise ValueError(f"{folder!r} has no class sub-folders (expected {folder}/<class>/<image>)")
+        loose = list_images_flat(folder, extensions)
+        hint = f"; {len(loose)} image(s) lie directly in it, e.g. {loose[0]!r}" if loose else ""
+        raise ValueError(f"{folder!r} has no class sub-folders (expected {folder}/<class>/<image>){hint}")
+    files = {name: list_images(os.path.join(folder, name), extensions) for name in names}
+    if not any(files.values()):
+        raise ValueError(
+            f"{folder!r} holds no image at all: its {len(names)} class folder(s) are empty "
+            f"(extensions {tuple(extensions)})"
+        )
     if class_names is None:
-        classes = names
+        empty = [name for name in names if not files[name]]
+        if empty and on_empty_class == "error":
+            raise ValueError(
+                f"class folder {os.path.join(folder, empty[0])!r} holds no image (extensions {tuple(extensions)})"
+                + (f"; {len(empty)} empty class folders: {empty[:5]}" if len(empty) > 1 else "")
+                + " -- remove it, or set on_empty_class='skip' to drop empty classes"
+            )
+        classes = [name for name in names if files[name]]
     else:
         classes = list(class_names)
         unknown = sorted(set(names) - set(classes))
@@ -91,14 +120,19 @@ def scan_split_folder(
     paths: list[str] = []
     labels: list[int] = []
     for name in names:
-        files = list_images(os.path.join(folder, name), extensions)
-        if not files and class_names is None:
-            raise ValueError(
-                f"class folder {os.path.join(folder, name)!r} holds no image (extensions {tuple(extensions)})"
-            )
-        paths.extend(files)
-        labels.extend([index[name]] * len(files))
+        if files[name]:
+            paths.extend(files[name])
+            labels.extend([index[name]] * len(files[name]))
     return paths, labels, classes
+
+
+def list_images_flat(folder: str, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[str]:
+    """Sorted paths of the image files directly in ``folder`` (not in sub-folders; hidden entries skipped)."""
+    exts = tuple(e.lower() for e in extensions)
+    with os.scandir(folder) as entries:
+        return sorted(
+            e.path for e in entries if e.is_file() and not e.name.startswith(".") and e.name.lower().endswith(exts)
+        )
 
 
 class ImageFolderLTDataModule(ImageFileDataModule):
@@ -115,6 +149,10 @@ class ImageFolderLTDataModule(ImageFileDataModule):
         image_size: side of the square crops (small sizes are fine for tests).
         resize_size: shorter side before the evaluation centre crop (default ``int(image_size / 0.875)``).
         on_error: ``"raise"`` or ``"skip"`` for unreadable images.
+        on_empty_class: a class folder of ``root/train`` without an image is an error (``"error"``, the default) or is
+            dropped (``"skip"``): it is not a class (labels are the positions among the non-empty folders), its
+            namesakes in ``root/val`` / ``root/test`` are left out too, and all of them are reported in one warning
+            and kept in ``skipped_class_folders``. A tree without any image is an error either way.
         split_seed: seed of the hold-out, of the long-tailed selection and of the balanced reference draw.
         balanced_reference: train on the balanced reference set of the training set (see the module docstring).
         batch_size, eval_batch_size, num_workers, seed, augment, pin_memory, sampler: see
@@ -122,9 +160,10 @@ class ImageFolderLTDataModule(ImageFileDataModule):
 
     Raises:
         FileNotFoundError: ``root/train`` does not exist.
-        ValueError: an empty class folder, a non-positive ``imbalance_ratio``, a class left with zero images by the
-            profile, a class too small for the hold-out, or a missing/present ``val``/``test`` folder that
-            contradicts ``val_per_class``/``test_per_class``.
+        ValueError: an empty class folder (unless ``on_empty_class="skip"``), a tree without any image, a
+            non-positive ``imbalance_ratio``, a class left with zero images by the profile, a class too small for the
+            hold-out, or a missing/present ``val``/``test`` folder that contradicts ``val_per_class`` /
+            ``test_per_class``.
     """
 
     how_to_get_data = "expected root/train/<class>/<image> (and optionally root/val/<class>, root/test/<class>)"
@@ -141,6 +180,7 @@ class ImageFolderLTDataModule(ImageFileDataModule):
         image_size: int = 224,
         resize_size: int | None = None,
         on_error: str = "raise",
+        on_empty_class: str = "error",
         split_seed: int = 0,
         balanced_reference: bool = False,
         batch_size: int = 128,
@@ -184,8 +224,14 @@ class ImageFolderLTDataModule(ImageFileDataModule):
         train_dir = os.path.join(self.root, "train")
         if not os.path.isdir(train_dir):
             raise self._not_found(f"training folder {train_dir!r} not found")
-        paths, labels, names = scan_split_folder(train_dir, None, self.extensions)
+        if on_empty_class not in ON_EMPTY_CLASS_CHOICES:
+            raise ValueError(f"on_empty_class must be one of {ON_EMPTY_CLASS_CHOICES}, got {on_empty_class!r}")
+        self.on_empty_class = on_empty_class
+        paths, labels, names = scan_split_folder(train_dir, None, self.extensions, on_empty_class)
         num_classes = len(names)
+        empty_names = [n for n in list_class_folders(train_dir) if n not in set(names)]
+        #: class folders left out by ``on_empty_class="skip"`` (empty ones of root/train and their val/test namesakes)
+        self.skipped_class_folders: list[str] = [os.path.join(train_dir, n) for n in empty_names]
 
         lists: dict[str, tuple[list[str], list[int]]] = {}
         hold: list[str] = []  # the splits held out of root/train, in hold-out order
@@ -194,7 +240,9 @@ class ImageFolderLTDataModule(ImageFileDataModule):
             if os.path.isdir(folder):
                 if per_class > 0:
                     raise ValueError(f"{folder!r} exists: give it or {split}_per_class={per_class} > 0, not both")
-                split_paths, split_labels, _ = scan_split_folder(folder, names, self.extensions)
+                split_paths, split_labels, _ = scan_split_folder(folder, names, self.extensions, ignore=empty_names)
+                present = set(list_class_folders(folder))
+                self.skipped_class_folders += [os.path.join(folder, n) for n in empty_names if n in present]
                 if not split_paths:
                     raise ValueError(f"{folder!r} holds no image")
                 lists[split] = (split_paths, split_labels)
@@ -231,10 +279,25 @@ class ImageFolderLTDataModule(ImageFileDataModule):
             origin += " (balanced reference)"
         lists["train"] = (paths, labels)
         self._set_image_lists(lists, num_classes, names, origin=origin)
+        if self.skipped_class_folders:
+            shown = ", ".join(repr(p) for p in self.skipped_class_folders[:3])
+            rank_zero_warn(
+                f"on_empty_class='skip': {len(empty_names)} empty class folder(s) of {train_dir!r} are not classes "
+                f"({len(self.skipped_class_folders)} folder(s) left out, all in skipped_class_folders): {shown}"
+                + (", ..." if len(self.skipped_class_folders) > 3 else ""),
+                category=RuntimeWarning,
+            )
 
 
 def _take(paths: list[str], labels: list[int], index: np.ndarray) -> tuple[list[str], list[int]]:
     return [paths[i] for i in index], [labels[i] for i in index]
 
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageFolderLTDataModule", "list_images", "scan_split_folder"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "ON_EMPTY_CLASS_CHOICES",
+    "ImageFolderLTDataModule",
+    "list_images",
+    "list_images_flat",
+    "scan_split_folder",
+]

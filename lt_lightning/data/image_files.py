@@ -11,9 +11,10 @@ Places-LT numbers of the survey use):
 * eval: ``Resize(resize_size)`` of the shorter side, then ``CenterCrop(image_size)``; ``resize_size`` defaults to
   ``int(image_size / 0.875)`` (256 -> 224 for the default size).
 
-Unreadable images: with ``on_error="raise"`` (the default) a file that cannot be decoded raises
-:class:`UnreadableImageError` naming the file (raised in a DataLoader worker, it reaches the main process as a
-``RuntimeError`` -- its base class -- whose message holds the original one, file name included). With
+Unreadable images (missing, empty, truncated, corrupt, random bytes behind an image extension, an unsupported colour
+mode; :func:`load_rgb`): with ``on_error="raise"`` (the default) a file that cannot be decoded raises
+:class:`UnreadableImageError` naming the file (raised in a DataLoader worker, it reaches the main process as an
+``UnreadableImageError`` whose message is the worker's traceback, file name included). With
 ``on_error="skip"`` the owner of the dataset is expected to call :meth:`ImageFileDataset.drop_unreadable` once before
 training (the datamodules do it in ``setup``): it decodes every file, removes the bad ones and returns their paths, so
 the number of skipped files is exact and reported once, in the main process. Should a file still fail later (it changed
@@ -29,13 +30,16 @@ and the missing/unreadable-file policy in ``setup``.
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
@@ -44,6 +48,7 @@ from torchvision.transforms.v2 import functional as F
 
 from lt_lightning.data.base import LongTailDataModule, SamplerFactory
 from lt_lightning.data.samplers import UnpaddedDistributedSampler
+from lt_lightning.data.split_file import find_split_file_line
 
 ON_ERROR_CHOICES = ("raise", "skip")
 
@@ -54,13 +59,34 @@ EVAL_CROP_RATIO = 0.875
 class UnreadableImageError(RuntimeError):
     """An image file could not be opened or decoded.
 
+    ``UnreadableImageError(path, cause)`` names the file and the decoder's error. A DataLoader worker's exception is
+    re-raised in the main process by constructing its class from the worker's formatted traceback alone
+    (``torch.utils.data``'s ``ExceptionWrapper``): ``UnreadableImageError(message)`` keeps that message and reads the
+    path back from it, so ``except UnreadableImageError`` works across workers too.
+
     Attributes:
-        path: the file that failed.
+        path: the file that failed (``None`` if it cannot be read back from a worker's message).
     """
 
-    def __init__(self, path: str, cause: BaseException) -> None:
+    def __init__(self, path: str, cause: BaseException | None = None) -> None:
+        if cause is None:  # rebuilt from a worker's message
+            super().__init__(path)
+            found = _PATH_IN_MESSAGE.findall(path)
+            self.path: str | None = _unquote(found[-1]) if found else None
+            return
         super().__init__(f"cannot read image file {path!r}: {type(cause).__name__}: {cause}")
         self.path = path
+
+
+_PATH_IN_MESSAGE = re.compile(r"cannot read image file ('(?:[^'\\\n]|\\.)*'|\"(?:[^\"\\\n]|\\.)*\")")
+
+
+def _unquote(text: str) -> str | None:
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 def validate_on_error(on_error: str) -> str:
@@ -79,26 +105,45 @@ def default_resize_size(image_size: int, resize_size: int | None = None) -> int:
     return resize_size
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any PIL image to 8-bit 3-channel RGB.
+#: colour modes :func:`to_rgb` converts (PIL's names); others (e.g. ``"LAB"``, which PIL converts by relabelling the
+#: channels) are refused
+SUPPORTED_MODES: frozenset[str] = frozenset(
+    {"RGB", "L", "1", "P", "PA", "RGBA", "LA", "RGBX", "RGBa", "CMYK", "YCbCr", "HSV", "F"}
+    | {"I", "I;16", "I;16B", "I;16L", "I;16N"}
+)
 
-    * ``"RGB"`` is returned as is; ``"L"``, ``"1"``, ``"CMYK"``, ``"YCbCr"``, ``"RGBA"``, ``"LA"``, ``"P"`` and
-      ``"PA"`` are converted by PIL (the alpha channel is dropped; palette images go through RGBA so that a
-      transparency entry is honoured without PIL's warning).
-    * 16- and 32-bit integer grey images (``"I;16"``, ``"I;16B"``, ``"I;16L"``, ``"I"``; PIL opens 16-bit PNGs in one
-      of these modes) are taken as 16-bit data: clipped to [0, 65535] and mapped to 8 bits by ``v * 255 / 65535``
-      rounded, so full scale stays full scale.
-    * 32-bit float grey images (``"F"``) are clipped to [0, 255] and rounded.
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert a PIL image to 8-bit 3-channel RGB, the input of every 3-channel model here.
+
+    * ``"RGB"`` is returned as is; ``"L"`` and ``"1"`` (grey: the value repeated in R, G and B), ``"CMYK"``
+      (PIL's ``R = (255 - C)(255 - K) / 255``, likewise G from M and B from Y), ``"YCbCr"``, ``"HSV"``, ``"RGBX"``
+      are converted by PIL.
+    * Alpha is **dropped, not composited**: ``"RGBA"``, ``"RGBa"``, ``"LA"`` keep their colour values whatever the
+      alpha (a fully transparent ``(10, 20, 30, 0)`` pixel gives ``(10, 20, 30)``), as torchvision's
+      ``ImageFolder`` loader (``Image.convert("RGB")``) does, which the published recipes train with. Palette images
+      (``"P"``, ``"PA"``) go through RGBA, so a transparency entry is dropped the same way (without PIL's warning).
+    * 16- and 32-bit integer grey images (``"I;16"``, ``"I;16B"``, ``"I;16L"``, ``"I"``; PIL opens 16-bit grey PNGs in
+      one of these modes) are taken as 16-bit data: clipped to [0, 65535] and mapped to 8 bits by ``v * 255 / 65535``
+      rounded, so full scale stays full scale. (PIL itself opens 16-bit RGB(A) PNGs as 8-bit ``"RGB(A)"``: the high
+      byte.)
+    * 32-bit float grey images (``"F"``) are clipped to [0, 255] and rounded (NaN becomes 0).
+
+    Raises:
+        ValueError: a mode outside :data:`SUPPORTED_MODES`.
     """
     mode = image.mode
     if mode == "RGB":
         return image
+    if mode not in SUPPORTED_MODES:
+        raise ValueError(f"colour mode {mode!r} is not supported (supported: {sorted(SUPPORTED_MODES)})")
     if mode.startswith("I"):  # "I", "I;16", "I;16B", "I;16L", "I;16N"
         values = np.asarray(image).astype(np.float64)
         gray = np.rint(np.clip(values, 0.0, 65535.0) * (255.0 / 65535.0)).astype(np.uint8)
         return Image.fromarray(gray, mode="L").convert("RGB")
     if mode == "F":
-        gray = np.rint(np.clip(np.asarray(image, dtype=np.float64), 0.0, 255.0)).astype(np.uint8)
+        values = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+        gray = np.rint(np.clip(values, 0.0, 255.0)).astype(np.uint8)
         return Image.fromarray(gray, mode="L").convert("RGB")
     if mode in ("P", "PA"):
         return image.convert("RGBA").convert("RGB")
@@ -106,13 +151,23 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def load_rgb(path: str) -> Image.Image:
-    """Open ``path``, decode it fully and return an RGB image; raise :class:`UnreadableImageError` on failure."""
+    """Open ``path``, decode it fully and return an RGB image (:func:`to_rgb`).
+
+    Any failure -- a missing, empty, truncated or corrupt file, random bytes behind an image extension, an
+    unsupported colour mode, a decompression bomb (PIL's ``Image.MAX_IMAGE_PIXELS``) -- raises
+    :class:`UnreadableImageError` naming the file and the decoder's error. Truncated files fail as long as PIL's
+    global ``ImageFile.LOAD_TRUNCATED_IMAGES`` is ``False`` (its default; when a program sets it, PIL pads them
+    with grey instead, by that program's choice).
+    """
     try:
         with Image.open(path) as image:
             image.load()
-            return to_rgb(image)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            rgb = to_rgb(image)
+    except Exception as exc:  # noqa: BLE001 -- PIL's plugins raise many types (OSError, SyntaxError, struct.error, ...)
         raise UnreadableImageError(path, exc) from exc
+    if rgb.mode != "RGB" or rgb.width < 1 or rgb.height < 1:  # defensive: never hand a non-RGB image on
+        raise UnreadableImageError(path, ValueError(f"decoded to mode {rgb.mode!r}, size {rgb.size}"))
+    return rgb
 
 
 def _is_readable(path: str) -> bool:
@@ -254,12 +309,13 @@ class ImageFileDataModule(LongTailDataModule):
 
     Missing and unreadable files (checked in :meth:`setup`, per split built):
 
-    * ``on_error="raise"``: a missing file raises ``FileNotFoundError`` naming it and the number missing (one
-      ``stat`` per file, no decoding); a file that exists but cannot be decoded raises
-      :class:`UnreadableImageError` naming it when a worker reaches it.
+    * ``on_error="raise"``: a missing file raises ``FileNotFoundError`` naming it, the number missing and, for split
+      files, the ``file:line`` that lists it (one ``stat`` per file, no decoding); a file that exists but cannot be
+      decoded raises :class:`UnreadableImageError` naming it when a worker reaches it.
     * ``on_error="skip"``: every file is decoded once (:meth:`ImageFileDataset.drop_unreadable`), missing or
-      unreadable ones are dropped and reported in one ``RuntimeWarning`` per split with their count; the paths are
-      kept in ``skipped_files``. Dropping training images changes the class counts: ``class_counts`` and
+      unreadable ones are dropped and reported in one ``RuntimeWarning`` per split (on global rank 0) with their
+      count and the first three names; the paths are kept in ``skipped_files`` (their number:
+      ``num_skipped_files``). Dropping training images changes the class counts: ``class_counts`` and
       ``train_labels`` are recomputed (a class left without images raises ``ValueError``) and the warning says that
       a model built from the ``__init__`` counts (the CLI link) still holds the old ones. Under DDP every process
       decodes every file once.
@@ -322,12 +378,47 @@ class ImageFileDataModule(LongTailDataModule):
         class_names: Sequence[str] | None,
         origin: str,
     ) -> None:
-        """Keep the ``train``/``val``/``test`` lists and set the class statistics from the training labels."""
+        """Keep the ``train``/``val``/``test`` lists and set the class statistics from the training labels.
+
+        Raises:
+            ValueError: a list is missing, or an image is both a training image and a validation / test image (the
+                evaluation would measure memorisation, silently): the message names one shared image and the counts.
+        """
         missing = [split for split in SPLITS if split not in lists]
         if missing:
             raise ValueError(f"image lists for {missing} are missing (need {SPLITS})")
         self.image_lists = {split: (list(lists[split][0]), list(lists[split][1])) for split in SPLITS}
+        train = {os.path.normpath(p) for p in self.image_lists["train"][0]}
+        for split in ("val", "test"):
+            shared = [p for p in self.image_lists[split][0] if os.path.normpath(p) in train]
+            if shared:
+                raise ValueError(
+                    f"{len(shared)} of the {len(self.image_lists[split][0])} {split} images are also training images "
+                    f"({origin}), e.g. {shared[0]!r}{self._listing(split, shared[0])}: the {split} split must not "
+                    "overlap the training split"
+                )
         self._set_class_info(self.image_lists["train"][1], num_classes, class_names, origin=origin)
+
+    def _listing(self, split: str, path: str) -> str:
+        """``" (listed at FILE:LINE)"`` for an image of a split file, else ``""`` (only used in error messages).
+
+        Datamodules that read split files expose them as ``train_file`` / ``val_file`` / ``test_file`` /
+        ``reference_file`` and their image root as ``root``
+        (:class:`~lt_lightning.data.split_file_datamodule.SplitFileDataModule`); validation images held out of the
+        training file are found there.
+        """
+        root = getattr(self, "root", None)
+        for attr in (f"{split}_file", "train_file", "reference_file"):
+            split_file = getattr(self, attr, None)
+            if not isinstance(split_file, (str, os.PathLike)):
+                continue
+            try:
+                line = find_split_file_line(split_file, path, root)
+            except (OSError, ValueError):
+                line = None
+            if line is not None:
+                return f" (listed at {os.fspath(split_file)}:{line})"
+        return ""
 
     def _not_found(self, message: str) -> FileNotFoundError:
         hint = f"; {self.how_to_get_data}" if self.how_to_get_data else ""
@@ -368,7 +459,7 @@ class ImageFileDataModule(LongTailDataModule):
             if missing:
                 raise self._not_found(
                     f"{len(missing)} of the {len(dataset)} {split} images are missing, e.g. {missing[0]!r}"
-                    " (set on_error='skip' to train without them)"
+                    f"{self._listing(split, missing[0])} (set on_error='skip' to train without them)"
                 )
             return dataset
         dropped = dataset.drop_unreadable()
@@ -385,12 +476,18 @@ class ImageFileDataModule(LongTailDataModule):
                 "class counts, e.g. through the CLI link, still holds those)"
             )
         shown = ", ".join(repr(p) for p in dropped[:3]) + (", ..." if len(dropped) > 3 else "")
-        warnings.warn(
-            f"skipped {len(dropped)} unreadable {split} image(s) of {len(dropped) + len(dataset)}: {shown}{note}",
-            RuntimeWarning,
+        rank_zero_warn(
+            f"skipped {len(dropped)} unreadable {split} image(s) of {len(dropped) + len(dataset)} (on_error='skip'; "
+            f"all of them in skipped_files[{split!r}]): {shown}{note}",
+            category=RuntimeWarning,
             stacklevel=3,
         )
         return dataset
+
+    @property
+    def num_skipped_files(self) -> int:
+        """How many images ``on_error="skip"`` dropped, over the splits set up so far (``len`` of ``skipped_files``)."""
+        return sum(len(paths) for paths in self.skipped_files.values())
 
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets ``stage`` needs (fit: train + val; validate: val; test/predict: test; None: all)."""

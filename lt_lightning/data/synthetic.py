@@ -13,6 +13,8 @@ same as without it and the balanced training images are new ones.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -75,11 +77,12 @@ class SyntheticLTDataModule(LongTailDataModule):
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if image_size < 1 or channels < 1:
             raise ValueError(f"image_size and channels must be >= 1, got {image_size}, {channels}")
-        if noise_std < 0:
-            raise ValueError(f"noise_std must be >= 0, got {noise_std}")
+        if not math.isfinite(noise_std) or noise_std < 0:
+            raise ValueError(f"noise_std must be a finite number >= 0, got {noise_std}")
         counts = long_tail_counts(num_classes, n_max, imbalance_ratio, profile)
         self.mean = (0.5,) * channels
         self.std = (0.25,) * channels
+        self.n_max, self.imbalance_ratio, self.profile = int(n_max), float(imbalance_ratio), profile
         self.val_per_class = val_per_class
         self.test_per_class = test_per_class
         self.image_size = image_size

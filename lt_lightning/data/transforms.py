@@ -10,6 +10,7 @@ batch's device (seeded by ``seed_everything``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -86,29 +87,78 @@ def to_float(x: Tensor) -> Tensor:
     return x.to(torch.float32).div_(255.0)
 
 
+def check_mean_std(mean: Sequence[float], std: Sequence[float]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(mean, std)`` as float tuples; ``ValueError`` unless they have equal length, ``mean`` is finite, ``std > 0``.
+
+    Checked on Python numbers, so it costs no device synchronisation.
+    """
+    mean_f = tuple(float(m) for m in mean)
+    std_f = tuple(float(s) for s in std)
+    if len(mean_f) != len(std_f) or not mean_f:
+        raise ValueError(f"mean and std must have the same length >= 1, got mean={mean_f}, std={std_f}")
+    if not all(math.isfinite(m) for m in mean_f):
+        raise ValueError(f"mean must be finite, got {mean_f}")
+    if not all(math.isfinite(s) and s > 0 for s in std_f):
+        raise ValueError(f"std must be positive and finite, got {std_f}")
+    return mean_f, std_f
+
+
 def normalize(x: Tensor, mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor) -> Tensor:
-    """Per-channel standardisation ``(x - mean_c) / std_c`` of a float ``[B, C, H, W]`` batch."""
+    """Per-channel standardisation ``(x - mean_c) / std_c`` of a float ``[B, C, H, W]`` batch.
+
+    ``mean`` / ``std`` given as numbers are checked by :func:`check_mean_std`; given as tensors they are checked
+    only when on the CPU (checking an accelerator tensor would synchronise the host with the device on every batch).
+    """
     _check_batch(x)
+    if not isinstance(mean, Tensor) and not isinstance(std, Tensor):
+        mean, std = check_mean_std(mean, std)
     mean_t = torch.as_tensor(mean, dtype=x.dtype, device=x.device).flatten()
     std_t = torch.as_tensor(std, dtype=x.dtype, device=x.device).flatten()
     channels = x.shape[1]
     if mean_t.numel() != channels or std_t.numel() != channels:
         raise ValueError(
             f"mean/std must have one entry per channel ({channels}), got mean={mean_t.tolist()}, std={std_t.tolist()}"
+            f" (a {channels}-channel batch: is the data's channel count the one the mean/std were made for?)"
         )
-    if (std_t <= 0).any():
-        raise ValueError(f"std must be positive, got {std_t.tolist()}")
+    if isinstance(std, Tensor) and std.device.type == "cpu" and not bool(((std > 0) & std.isfinite()).all()):
+        raise ValueError(f"std must be positive and finite, got {std.flatten().tolist()}")
     return (x - mean_t[None, :, None, None]) / std_t[None, :, None, None]
+
+
+def check_finite_batch(x: Tensor, what: str = "input batch") -> Tensor:
+    """Return ``x``; ``ValueError`` with the count and the first position of its NaN / inf entries, if any.
+
+    Integer tensors (``uint8`` images) cannot hold them and are returned without a check. For a floating tensor this
+    is one reduction and one host-device synchronisation: call it on a chosen batch (e.g. the first of each epoch),
+    not on every step of a GPU run.
+    """
+    if not x.is_floating_point() and not x.is_complex():
+        return x
+    finite = torch.isfinite(x)
+    if bool(finite.all()):
+        return x
+    bad = ~finite
+    first = tuple(int(i) for i in torch.nonzero(bad)[0].tolist())
+    nan = int(torch.isnan(x).sum())
+    raise ValueError(
+        f"{what} {tuple(x.shape)} holds {int(bad.sum())} non-finite value(s) ({nan} NaN, {int(bad.sum()) - nan} inf), "
+        f"first at index {first}: check the dataset / transforms that produced it"
+    )
 
 
 class DeviceAugmentation(nn.Module):
     """The batched pipeline ``[crop + flip when training] -> to_float -> normalize``.
 
+    ``uint8`` batches (every datamodule of this package) cannot hold NaN or inf, and finite ``mean`` / ``std > 0``
+    (checked here) keep them finite. A floating batch from a custom dataset can: ``check_finite=True`` checks every
+    floating batch with :func:`check_finite_batch` (one host-device synchronisation per batch, none for ``uint8``).
+
     Args:
-        mean: per-channel mean of the ``[0, 1]`` images.
-        std: per-channel standard deviation.
+        mean: per-channel mean of the ``[0, 1]`` images (finite).
+        std: per-channel standard deviation (positive, finite).
         padding: zero padding of the random crop (``0`` disables the crop).
         flip: random horizontal flip with probability 0.5 when training.
+        check_finite: refuse floating input batches holding NaN / inf (``ValueError``).
     """
 
     def __init__(
@@ -117,22 +167,21 @@ class DeviceAugmentation(nn.Module):
         std: Sequence[float],
         padding: int = 0,
         flip: bool = False,
+        check_finite: bool = False,
     ) -> None:
         super().__init__()
-        if len(mean) != len(std):
-            raise ValueError(f"mean and std must have the same length, got mean={mean}, std={std}")
-        if any(s <= 0 for s in std):
-            raise ValueError(f"std must be positive, got {std}")
-        if padding < 0:
-            raise ValueError(f"padding must be >= 0, got {padding}")
-        self.mean = tuple(float(m) for m in mean)
-        self.std = tuple(float(s) for s in std)
+        self.mean, self.std = check_mean_std(mean, std)
+        if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
+            raise ValueError(f"padding must be >= 0, got {padding!r}")
         self.padding = int(padding)
         self.flip = bool(flip)
+        self.check_finite = bool(check_finite)
 
     def forward(self, x: Tensor, train: bool = False, generator: torch.Generator | None = None) -> Tensor:
         """Transform a ``uint8`` (or float in ``[0, 1]``) ``[B, C, H, W]`` batch; augment only if ``train``."""
         _check_batch(x)
+        if self.check_finite:
+            check_finite_batch(x)
         if train:
             x = random_crop_with_padding(x, self.padding, generator)
             if self.flip:

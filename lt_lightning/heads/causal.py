@@ -114,12 +114,12 @@ class CausalHead(nn.Module):
             raise ValueError(f"num_heads must be an integer >= 1, got {num_heads!r}")
         if in_features % num_heads:
             raise ValueError(f"in_features={in_features} must be divisible by num_heads={num_heads}")
-        if not tau > 0:
-            raise ValueError(f"tau must be > 0, got {tau}")
-        if not gamma >= 0:
-            raise ValueError(f"gamma must be >= 0, got {gamma}")
-        if not alpha >= 0:
-            raise ValueError(f"alpha must be >= 0, got {alpha}")
+        if not (tau > 0 and math.isfinite(tau)):
+            raise ValueError(f"tau must be a finite number > 0, got {tau}")
+        if not (gamma >= 0 and math.isfinite(gamma)):
+            raise ValueError(f"gamma must be a finite number >= 0, got {gamma}")
+        if not (alpha >= 0 and math.isfinite(alpha)):
+            raise ValueError(f"alpha must be a finite number >= 0, got {alpha}")
         if not 0 <= momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
         self.in_features = in_features

@@ -9,6 +9,8 @@ long-tailed methods (the survey's "classifier design").
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -27,8 +29,8 @@ class CosineHead(nn.Module):
         super().__init__()
         if in_features <= 0 or num_classes <= 0:
             raise ValueError(f"in_features and num_classes must be positive, got {in_features}, {num_classes}")
-        if not scale > 0:
-            raise ValueError(f"scale must be > 0, got {scale}")
+        if not (scale > 0 and math.isfinite(scale)):
+            raise ValueError(f"scale must be a finite number > 0, got {scale}")
         self.num_classes = num_classes
         self.scale = float(scale)
         self.weight = nn.Parameter(torch.empty(num_classes, in_features))

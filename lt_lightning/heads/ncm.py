@@ -130,15 +130,18 @@ class NCMHead(nn.Module):
         self.class_support.copy_(counts.long().to(self.class_support.device))
 
     def forward(self, features: Tensor) -> Tensor:
+        """``[B, C]`` float32 similarities, computed in float32 even under autocast (mixed precision would round the
+        small differences between cosines to nearby means: a nearest-mean decision is not a learned layer)."""
         f = features.float()
         if self.normalize:
             f = F.normalize(f, dim=1)
         means = self.class_means.float()
-        if self.metric == "cosine":
-            logits = F.linear(F.normalize(f, dim=1), F.normalize(means, dim=1))
-        else:
-            # the direct kernel: exact distances (no ||a||² + ||b||² - 2ab cancellation), no [B, C, D] tensor
-            logits = -torch.cdist(f, means, compute_mode="donot_use_mm_for_euclid_dist")
+        with torch.autocast(device_type=f.device.type, enabled=False):
+            if self.metric == "cosine":
+                logits = F.linear(F.normalize(f, dim=1), F.normalize(means, dim=1))
+            else:
+                # the direct kernel: exact distances (no ||a||² + ||b||² - 2ab cancellation), no [B, C, D] tensor
+                logits = -torch.cdist(f, means, compute_mode="donot_use_mm_for_euclid_dist")
         return logits.masked_fill(self.class_support.to(logits.device).unsqueeze(0) == 0, float("-inf"))
 
     def extra_repr(self) -> str:

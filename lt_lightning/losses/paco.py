@@ -25,6 +25,8 @@ recipes and left out.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -40,8 +42,8 @@ QUEUE_LABELS = "momentum_queue_labels"
 
 
 def _check_weight(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value >= 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     return float(value)
 
 
@@ -87,8 +89,8 @@ def paco_loss(
     if log_prior.shape != (num_classes,):
         raise ValueError(f"log_prior must be [{num_classes}], got shape {tuple(log_prior.shape)}")
     alpha, beta, gamma = _check_weight("alpha", alpha), _check_weight("beta", beta), _check_weight("gamma", gamma)
-    if not temperature > 0 or not supt > 0:
-        raise ValueError(f"temperature and supt must be > 0, got {temperature}, {supt}")
+    if not (temperature > 0 and supt > 0 and math.isfinite(temperature) and math.isfinite(supt)):
+        raise ValueError(f"temperature and supt must be finite numbers > 0, got {temperature}, {supt}")
     device = queries.device
     not_self = ~torch.eye(n, dtype=torch.bool, device=device)
     contrast, contrast_labels, valid = [queries], [labels], [not_self]
@@ -152,8 +154,8 @@ class PaCoLoss(_LogPriorLoss):
         self.alpha = _check_weight("alpha", alpha)
         self.beta = _check_weight("beta", beta)
         self.gamma = _check_weight("gamma", gamma)
-        if not temperature > 0 or not supt > 0:
-            raise ValueError(f"temperature and supt must be > 0, got {temperature}, {supt}")
+        if not (temperature > 0 and supt > 0 and math.isfinite(temperature) and math.isfinite(supt)):
+            raise ValueError(f"temperature and supt must be finite numbers > 0, got {temperature}, {supt}")
         self.temperature = float(temperature)
         self.supt = float(supt)
 

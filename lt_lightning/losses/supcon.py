@@ -16,6 +16,8 @@ Batches come with ``views`` augmented views per image in view-major order (``Lon
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -66,14 +68,14 @@ class SupervisedContrastiveLoss(LongTailLoss):
         classifier_weight: float = 1.0,
     ) -> None:
         super().__init__()
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if not (temperature > 0 and math.isfinite(temperature)):
+            raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
         if k_positives is not None and (isinstance(k_positives, bool) or k_positives < 0):
             raise ValueError(f"k_positives must be None or an integer >= 0, got {k_positives!r}")
         if isinstance(views, bool) or not isinstance(views, int) or views < 1:
             raise ValueError(f"views must be an integer >= 1, got {views!r}")
-        if not classifier_weight >= 0:
-            raise ValueError(f"classifier_weight must be >= 0, got {classifier_weight}")
+        if not (classifier_weight >= 0 and math.isfinite(classifier_weight)):
+            raise ValueError(f"classifier_weight must be a finite number >= 0, got {classifier_weight}")
         self.temperature = float(temperature)
         self.k_positives = k_positives
         self.views = views

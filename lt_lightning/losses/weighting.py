@@ -50,7 +50,9 @@ def inverse_power_weights(class_counts: Sequence[int] | Tensor, q: float = 1.0) 
         return torch.ones(counts.numel(), dtype=torch.float32)
     if (counts == 0).any():
         raise _zero_count_error(counts, f"inverse-power weighting n_c^-q (q={q})")
-    return normalize_class_weights(counts.pow(-q))
+    # (n_c / n_min)^-q: the rarest class gets 1 before normalising, so a large q leaves it weight C instead of
+    # underflowing every n_c^-q to 0 (same weights otherwise: the normalisation removes the factor n_min^q)
+    return normalize_class_weights((counts / counts.min()).pow(-q))
 
 
 def effective_number_weights(class_counts: Sequence[int] | Tensor, beta: float = 0.9999) -> Tensor:

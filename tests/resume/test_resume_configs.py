@@ -12,7 +12,8 @@ at the stop points:
   previous epoch's (at most the first two such epochs; BBN's α and progressive sampling change every epoch).
 
 A fresh CLI resumes from each (``ckpt_path``) and must end with bit-identical weights and buffers, the same
-labels in the same order in every batch it trained, and the same logged validation metrics. The configs outside
+labels in the same order in every batch it trained, and the same logged validation metrics and training loss (its
+epoch mean included). The configs outside
 :data:`IN_CI` are marked ``slow`` and run with ``LT_LIGHTNING_SLOW=1`` (the whole sweep: ``LT_LIGHTNING_SLOW=1
 pytest tests/resume``).
 """
@@ -165,7 +166,7 @@ def test_resume_from_every_stop_point_is_the_uninterrupted_run(config: Path, tmp
             assert torch.equal(labels, full.labels[key]), (name, key)  # the sampled order
         assert_equal_states(model.state_dict(), full_model.state_dict())
         for metric, value in full_trainer.callback_metrics.items():
-            if metric.startswith("val/"):
+            if metric.startswith(("val/", "train/loss")):
                 assert torch.allclose(trainer.callback_metrics[metric], value, rtol=0, atol=0, equal_nan=True), (
                     name,
                     metric,
