@@ -221,8 +221,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--finite-check-every",
         type=int,
-        default=1,
-        help="the module's finite_check_every_n_steps (1, its default: one host sync per step; 0: never)",
+        default=50,
+        help="the module's finite_check_every_n_steps (50, its default: recorded on the device every step, one host "
+        "sync every 50 steps; 1: a sync per step; 0: never)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of data and weights; default 0")
     args = parser.parse_args(argv)

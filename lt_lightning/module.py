@@ -48,7 +48,7 @@ from torchmetrics import MeanMetric
 from lt_lightning.backbones.base import Backbone
 from lt_lightning.heads.linear import LinearHead
 from lt_lightning.heads.lws import LWSHead
-from lt_lightning.losses._checks import check_finite_loss
+from lt_lightning.losses._checks import NonFiniteLossWatch
 from lt_lightning.losses.cross_entropy import CrossEntropyLoss
 from lt_lightning.metrics import LongTailAccuracy
 from lt_lightning.output import ModelOutput, as_output
@@ -141,9 +141,10 @@ class LongTailModule(LightningModule):
         lr_scheduler_interval: ``"epoch"`` or ``"step"``.
         many_threshold: classes with more than this many training images are "many-shot".
         few_threshold: classes with fewer than this many training images are "few-shot".
-        finite_check_every_n_steps: stop with ``FloatingPointError`` naming the step and the batch's classes when the
-            training loss is NaN or inf, checked every ``n`` steps (``0``: never). Each check is one host-device
-            sync: raise ``n`` on GPUs where that matters.
+        finite_check_every_n_steps: stop with ``FloatingPointError`` naming the first step whose training loss was
+            NaN or inf and the classes of its batch. Every step is recorded on the device without a host sync
+            (:class:`~lt_lightning.losses._checks.NonFiniteLossWatch`); the check -- one sync -- runs every ``n``
+            steps and at the end of each epoch (``0``: never), so a diverged run stops at most ``n - 1`` steps late.
         channels_last: keep the 4-D parameters and the 4-D inputs of :meth:`forward` in ``torch.channels_last``
             memory format (applied in :meth:`configure_model`; the loss and the weights are those of the default
             format up to rounding).
@@ -165,7 +166,7 @@ class LongTailModule(LightningModule):
         lr_scheduler_interval: str = "epoch",
         many_threshold: int = 100,
         few_threshold: int = 20,
-        finite_check_every_n_steps: int = 1,
+        finite_check_every_n_steps: int = 50,
         channels_last: bool = False,
         compile: bool | dict[str, Any] = False,
     ) -> None:
@@ -198,6 +199,7 @@ class LongTailModule(LightningModule):
         self.lr_scheduler_factory = lr_scheduler
         self.lr_scheduler_interval = lr_scheduler_interval
         self.finite_check_every_n_steps = finite_check_every_n_steps
+        self._loss_watch = NonFiniteLossWatch()
         self.channels_last = channels_last
         #: keyword arguments of ``backbone.compile`` (``None``: not compiled); not ``self.compile``, which is
         #: :meth:`torch.nn.Module.compile`
@@ -320,8 +322,10 @@ class LongTailModule(LightningModule):
         with full_precision(output.logits.device):  # every loss in float32 under mixed precision
             loss = self.training_criterion(float32_output(output), _upcast(y))
         n = self.finite_check_every_n_steps
-        if n and self.global_step % n == 0:
-            check_finite_loss(loss, self.global_step, y)
+        if n:
+            self._loss_watch.record(loss, self.global_step, y, self.num_classes)  # on the device, no sync
+            if (self.global_step + 1) % n == 0:
+                self._loss_watch.raise_if_seen()
         self.train_loss_mean(loss.detach(), x.shape[0])
         self.log("train/loss", self.train_loss_mean, on_step=True, on_epoch=True, batch_size=x.shape[0])
         return loss
@@ -385,6 +389,14 @@ class LongTailModule(LightningModule):
             results = metric.compute()
             metric.reset()
             self._log_results(stage, {f"expert{i}_{k}": v for k, v in results.items()})
+
+    def on_train_epoch_end(self) -> None:
+        if self.finite_check_every_n_steps:
+            self._loss_watch.raise_if_seen()
+
+    def on_train_end(self) -> None:
+        if self.finite_check_every_n_steps:
+            self._loss_watch.raise_if_seen()  # a fit that stopped mid-epoch (max_steps)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         if batch_idx == 0:

@@ -153,7 +153,8 @@ class SelfSupervisedPretraining(LongTailModule):
         lr_scheduler: optional scheduler factory.
         lr_scheduler_interval: ``"epoch"`` or ``"step"``.
         finite_check_every_n_steps: stop with ``FloatingPointError`` when the pretext loss is NaN / inf, checked every
-            ``n`` steps (``0``: never).
+            ``n`` steps (``0``: never; each check is one host-device sync; a diverged loss stays NaN, so it is caught
+            at the next check).
         seed: seed of the rotation draws (with the global step and the rank) and of SimCLR's validation views.
     """
 
@@ -169,7 +170,7 @@ class SelfSupervisedPretraining(LongTailModule):
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_scheduler_interval: str = "epoch",
-        finite_check_every_n_steps: int = 1,
+        finite_check_every_n_steps: int = 50,
         seed: int = 0,
     ) -> None:
         if task not in ("rotation", "simclr"):

@@ -149,3 +149,22 @@ def test_check_logits_target() -> None:
 def test_check_finite_loss_abbreviates_long_class_lists() -> None:
     with pytest.raises(FloatingPointError, match=r"batch classes: \[0, 1, .*, 99, \.\.\.\] \(20 more\)$"):
         check_finite_loss(torch.tensor(math.nan), step=1, target=torch.arange(120))
+
+
+def test_non_finite_loss_watch_names_the_first_bad_step_and_its_classes_after_the_fact() -> None:
+    from lt_lightning.losses._checks import NonFiniteLossWatch
+
+    watch = NonFiniteLossWatch()
+    watch.raise_if_seen()  # nothing recorded
+    watch.record(torch.tensor(0.5), 0, torch.tensor([0, 1]), 4)
+    watch.raise_if_seen()  # finite
+    watch.record(torch.tensor(float("inf")), 3, torch.tensor([2, 1, 2]), 4)
+    watch.record(torch.tensor(float("nan")), 4, torch.tensor([0, 3]), 4)  # later: not the one named
+    with pytest.raises(FloatingPointError, match=r"loss is inf at step 3; batch classes: \[1, 2\]"):
+        watch.raise_if_seen()
+    soft = NonFiniteLossWatch()
+    soft.record(torch.tensor([1.0, float("nan")]), 7, torch.tensor([[0.5, 0.0, 0.5], [0.3, 0.0, 0.7]]), 3)
+    with pytest.raises(FloatingPointError, match=r"loss is nan at step 7; batch classes: \[0, 2\]"):
+        soft.raise_if_seen()
+    soft.reset()
+    soft.raise_if_seen()
