@@ -8,14 +8,13 @@ at the stop points:
 * ``boundary``: at the end of epoch 1 (after its last batch, before epoch 2 starts);
 * ``switch-E``: after the first batch of every epoch ``E`` where the training set-up changed -- detected, not
   declared: the training criterion (class and buffers: DRW's weights), the trainable parameters (a frozen
-  backbone), the classifier, the batch transform (mixing on/off) or the sampler's draw rule differ from the
+  backbone), the classifier, the batch transform (mixing on/off), the sampler's draw rule or BBN's α differ from the
   previous epoch's (at most the first two such epochs; BBN's α and progressive sampling change every epoch).
 
 A fresh CLI resumes from each (``ckpt_path``) and must end with bit-identical weights and buffers, the same
 labels in the same order in every batch it trained, and the same logged validation metrics and training loss (its
-epoch mean included). The configs outside
-:data:`IN_CI` are marked ``slow`` and run with ``LT_LIGHTNING_SLOW=1`` (the whole sweep: ``LT_LIGHTNING_SLOW=1
-pytest tests/resume``).
+epoch mean included). The configs outside :data:`IN_CI` are marked ``slow`` and run with ``LT_LIGHTNING_SLOW=1``
+(the whole sweep: ``LT_LIGHTNING_SLOW=1 pytest tests/resume``).
 """
 
 from __future__ import annotations
@@ -82,6 +81,7 @@ def _signature(trainer: L.Trainer, module) -> str:
     parts = [type(criterion).__name__, type(getattr(module, "classifier", None)).__name__]
     parts.append(str(getattr(module, "train_batch_transform", None) is not None))
     parts.append(",".join(n for n, p in module.named_parameters() if p.requires_grad))
+    parts.append(str(getattr(criterion, "alpha", None)))  # BBN's cumulative-learning alpha
     sampler = getattr(trainer.train_dataloader, "sampler", None)
     stage = getattr(sampler, "stage_sampler", None)
     parts.append(type(stage() if callable(stage) else sampler).__name__)
