@@ -16,8 +16,14 @@ from hypothesis import strategies as st
 
 from lt_lightning.data.split_file import parse_split_file
 
+#: CI runs the same 50 examples every time (derandomized); ``LT_LIGHTNING_FUZZ_RANDOM=1`` and
+#: ``LT_LIGHTNING_FUZZ_EXAMPLES=N`` search further
 FUZZ = settings(
-    max_examples=50, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=int(os.environ.get("LT_LIGHTNING_FUZZ_EXAMPLES", "50")),
+    derandomize=os.environ.get("LT_LIGHTNING_FUZZ_RANDOM") != "1",
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 NUM_CLASSES = 20
 
@@ -62,8 +68,10 @@ def line(draw, num_classes: int | None) -> tuple[str, str, object]:
         if num_classes is None:  # no range to violate: a good line
             return "good", f"{path}{sep}{text_label}", (path, int(text_label))
         return kind, f"{path}{sep}{draw(st.integers(num_classes, num_classes + 50))}", None
-    position = draw(st.integers(0, len(path)))
-    return kind, f"{path[:position]}{draw(bad_chars)}{path[position:]}{sep}{text_label}", None
+    char = draw(bad_chars)
+    # a BOM that starts the file is the file's byte-order mark (accepted): put it inside the path, never first
+    position = draw(st.integers(1 if char == "\ufeff" else 0, len(path)))
+    return kind, f"{path[:position]}{char}{path[position:]}{sep}{text_label}", None
 
 
 #: words the error of each kind of bad line contains

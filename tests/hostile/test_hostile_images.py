@@ -34,8 +34,14 @@ from lt_lightning.data.transforms import DeviceAugmentation, check_finite_batch,
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
+#: CI runs the same 50 examples every time (derandomized); ``LT_LIGHTNING_FUZZ_RANDOM=1`` and
+#: ``LT_LIGHTNING_FUZZ_EXAMPLES=N`` search further
 FUZZ = settings(
-    max_examples=50, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=int(os.environ.get("LT_LIGHTNING_FUZZ_EXAMPLES", "50")),
+    derandomize=os.environ.get("LT_LIGHTNING_FUZZ_RANDOM") != "1",
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 
 
