@@ -183,6 +183,26 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp.replace(path)  # atomic: a killed study never leaves half a result
 
 
+def check_fit_finished(fit_dir: Path) -> None:
+    """Raise :class:`RunFailed` unless the fit in ``fit_dir`` trained all its epochs: the epoch of its last
+    checkpoint against the ``trainer.max_epochs`` of the ``config.yaml`` the CLI saved there (a fit that stopped early
+    without an error exit must never be cached as finished)."""
+    import torch  # local: the grid is imported by the CLI; keep that import cheap
+    import yaml
+
+    checkpoint, config = find_checkpoint(fit_dir), fit_dir / "config.yaml"
+    if checkpoint is None or not config.is_file():
+        return  # nothing to compare (the test stage reports a missing checkpoint)
+    max_epochs = (yaml.safe_load(config.read_text()).get("trainer") or {}).get("max_epochs")
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
+    epoch = saved.get("epoch") if isinstance(saved, dict) else None
+    if isinstance(max_epochs, int) and max_epochs > 0 and isinstance(epoch, int) and epoch + 1 < max_epochs:
+        raise RunFailed(
+            f"the fit stopped after epoch {epoch + 1} of {max_epochs} without an error ({checkpoint}): not cached as "
+            "finished; run the study again to resume it"
+        )
+
+
 def _fit(unit: Unit, launch: Launch | None) -> float:
     """The unit's fit, resumed from ``last.ckpt`` when an earlier attempt was killed; returns its wall time."""
     marker = unit.directory / "fit.done.json"
@@ -199,6 +219,7 @@ def _fit(unit: Unit, launch: Launch | None) -> float:
     if wall is None:
         shutil.rmtree(fit_dir, ignore_errors=True)
         wall = lt_cli("fit", list(unit.args), unit.directory, "fit", launch)
+    check_fit_finished(fit_dir)
     _write_json(marker, {"wall_s": round(wall, 1), "resumed_from": None if resume is None else str(resume)})
     return wall
 

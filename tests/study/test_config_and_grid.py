@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from lt_lightning.study.config import FAMILIES, load_study, missing_files, parse_study
-from lt_lightning.study.grid import build_units, parse_shard, shard_units
-from lt_lightning.study.launch import Launch, error_summary
+from lt_lightning.study.grid import build_units, check_fit_finished, parse_shard, shard_units
+from lt_lightning.study.launch import Launch, RunFailed, error_summary
 
 REPO = Path(__file__).resolve().parents[2]
 STUDIES = sorted((REPO / "configs" / "study").glob("*.yaml"))
@@ -125,3 +125,16 @@ def test_launch_settings_and_error_summary(tmp_path: Path) -> None:
     assert error_summary(log) == "ValueError: balanced_reference: class 2 has 1 images"
     log.write_text("epoch 0\nKeyError: 'x'\nsome trailing line\n")
     assert error_summary(log) == "KeyError: 'x'"
+
+
+def test_a_fit_that_stopped_early_is_not_cached_as_finished(tmp_path: Path) -> None:
+    import torch
+
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "config.yaml").write_text("trainer:\n  max_epochs: 40\n")
+    torch.save({"epoch": 9, "global_step": 300}, tmp_path / "checkpoints" / "last.ckpt")
+    with pytest.raises(RunFailed, match="the fit stopped after epoch 10 of 40 without an error"):
+        check_fit_finished(tmp_path)
+    torch.save({"epoch": 39, "global_step": 1200}, tmp_path / "checkpoints" / "last.ckpt")
+    check_fit_finished(tmp_path)  # all 40 epochs
+    check_fit_finished(tmp_path / "nothing")  # no checkpoint: nothing to compare
