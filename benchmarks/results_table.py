@@ -20,12 +20,14 @@ import argparse
 import json
 import re
 import shlex
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the checkout's lt_lightning when run as a script
+
+from lt_lightning.study.launch import lt_cli as study_cli  # noqa: E402
+from lt_lightning.study.launch import read_report as study_report  # noqa: E402
 
 
 def _fmt(value: float | None) -> str:
@@ -33,30 +35,17 @@ def _fmt(value: float | None) -> str:
 
 
 def lt_cli(stage: str, configs: list[str], out: Path, version: str, root: str | None, extra: list[str]) -> float:
-    """Run ``lt-lightning <stage>`` with CSV logs in ``<out>/<version>/``; return its wall time in seconds."""
-    logger = [
-        "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
-        f"--trainer.logger.save_dir={out}",
-        "--trainer.logger.name=",
-        f"--trainer.logger.version={version}",
-        "--trainer.enable_progress_bar=false",
-    ]
+    """``lt-lightning <stage>`` logging to ``<out>/<version>/`` (its output in ``<out>/<version>.log``) with the data
+    root; returns its wall time in seconds. The study's launcher (:func:`lt_lightning.study.launch.lt_cli`): a failed
+    command raises ``RunFailed`` with its error line and log."""
     data = [f"--data.init_args.root={root}"] if root else []
-    start = time.time()
-    subprocess.run([sys.executable, "-m", "lt_lightning", stage, *configs, *logger, *data, *extra], check=True)
-    return time.time() - start
+    return study_cli(stage, [*configs, *data, *extra], out, version)
 
 
 def read_report(directory: Path) -> dict:
-    """Top-1 and many/medium/few accuracy from the ``per_class_accuracy.json`` a test run wrote in ``directory``."""
-    report = json.loads((directory / "per_class_accuracy.json").read_text())
-    groups = report["groups"]
-    return {
-        "acc": report["scalars"]["acc"],
-        "many": groups["many"]["acc"],
-        "medium": groups["medium"]["acc"],
-        "few": groups["few"]["acc"],
-    }
+    """Top-1 and many/medium/few accuracy of the test run in ``directory`` (its ``per_class_accuracy.json``)."""
+    report = study_report(directory)
+    return {key: report[key] for key in ("acc", "many", "medium", "few")}
 
 
 def budget_configs(budget: str | None, method: str) -> list[str]:
