@@ -11,20 +11,12 @@ import os
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from lt_lightning.data.split_file import parse_split_file
+from tests.hostile._fuzz import FUZZ
 
-#: CI runs the same 50 examples every time (derandomized); ``LT_LIGHTNING_FUZZ_RANDOM=1`` and
-#: ``LT_LIGHTNING_FUZZ_EXAMPLES=N`` search further
-FUZZ = settings(
-    max_examples=int(os.environ.get("LT_LIGHTNING_FUZZ_EXAMPLES", "50")),
-    derandomize=os.environ.get("LT_LIGHTNING_FUZZ_RANDOM") != "1",
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
 NUM_CLASSES = 20
 
 path_chars = st.sampled_from(list("abcXYZ0189/._-") + ["\u00e9", "\u00df", "\u65e5", "#"])

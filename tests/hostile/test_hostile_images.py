@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -31,18 +31,9 @@ from lt_lightning.data.image_files import ImageFileDataset, UnreadableImageError
 from lt_lightning.data.split_file_datamodule import SplitFileDataModule
 from lt_lightning.data.synthetic import SyntheticLTDataModule
 from lt_lightning.data.transforms import DeviceAugmentation, check_finite_batch, normalize
+from tests.hostile._fuzz import FUZZ
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-#: CI runs the same 50 examples every time (derandomized); ``LT_LIGHTNING_FUZZ_RANDOM=1`` and
-#: ``LT_LIGHTNING_FUZZ_EXAMPLES=N`` search further
-FUZZ = settings(
-    max_examples=int(os.environ.get("LT_LIGHTNING_FUZZ_EXAMPLES", "50")),
-    derandomize=os.environ.get("LT_LIGHTNING_FUZZ_RANDOM") != "1",
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
 
 
 def _bytes(image: Image.Image, fmt: str, **kwargs) -> bytes:
