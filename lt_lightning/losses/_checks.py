@@ -92,14 +92,20 @@ def check_finite_loss(loss: Tensor, step: int | None = None, target: Tensor | No
         kind = "inf"
     else:
         kind = "-inf"
+    raise _nonfinite_error(kind, step, _batch_classes(target) if target is not None else None)
+
+
+def _nonfinite_error(kind: str, step: int | None, classes: list[int] | None) -> FloatingPointError:
+    """``"loss is nan at step 12; batch classes: [0, 3, 7]"`` (long class lists abbreviated; ``None``: unknown)."""
     where = f"at step {step}" if step is not None else "at an unknown step"
-    classes = _batch_classes(target)
-    if len(classes) > _MAX_LISTED_CLASSES:
+    if classes is None:
+        listed = "unknown"
+    elif len(classes) > _MAX_LISTED_CLASSES:
         shown = ", ".join(str(c) for c in classes[:_MAX_LISTED_CLASSES])
         listed = f"[{shown}, ...] ({len(classes) - _MAX_LISTED_CLASSES} more)"
     else:
-        listed = str(classes) if target is not None else "unknown"
-    raise FloatingPointError(f"loss is {kind} {where}; batch classes: {listed}")
+        listed = str(classes)
+    return FloatingPointError(f"loss is {kind} {where}; batch classes: {listed}")
 
 
 class NonFiniteLossWatch:
@@ -139,13 +145,7 @@ class NonFiniteLossWatch:
         if self.step is None or int(self.step) < 0:  # the synchronisation
             return
         kind = ("nan", "inf", "-inf")[int(self.kind)]
-        classes = self.classes.nonzero().flatten().cpu().tolist()
-        if len(classes) > _MAX_LISTED_CLASSES:
-            shown = ", ".join(str(c) for c in classes[:_MAX_LISTED_CLASSES])
-            listed = f"[{shown}, ...] ({len(classes) - _MAX_LISTED_CLASSES} more)"
-        else:
-            listed = str(classes)
-        raise FloatingPointError(f"loss is {kind} at step {int(self.step)}; batch classes: {listed}")
+        raise _nonfinite_error(kind, int(self.step), self.classes.nonzero().flatten().cpu().tolist())
 
     def reset(self) -> None:
         self.step = self.kind = self.classes = None
