@@ -5,6 +5,7 @@
     lt-lightning study -c configs/study/digits_lt.yaml --extra trainer.max_epochs=2 --runs-dir /tmp/quick
     lt-lightning study -c configs/study/cifar10_lt.yaml --shard 3/8       # one job of a cluster array
     lt-lightning study -c configs/study/cifar10_lt.yaml --report-only     # after all shards: the report
+    lt-lightning study -c configs/study/cifar10_lt.yaml --adopt-fits runs/cifar10_lt  # reuse results_table's fits
 
 Every (method, training set, seed) is one run of the ordinary ``lt-lightning fit`` / ``test`` (see
 :mod:`lt_lightning.study.grid`), cached in the runs folder: a second call skips what is finished, a killed study
@@ -32,7 +33,9 @@ import argparse
 import shlex
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
+from lt_lightning.study.adopt import adopt_fit
 from lt_lightning.study.config import load_study, normalise_cli_args
 from lt_lightning.study.grid import build_units, parse_shard, run_grid, shard_units
 from lt_lightning.study.launch import LAUNCHERS, Launch
@@ -61,6 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         help="command put before each `python -m lt_lightning ...` of the subprocess launcher, e.g. "
         "'srun --ntasks-per-node=4' for runs over several devices or nodes under SLURM",
+    )
+    parser.add_argument(
+        "--adopt-fits",
+        default=None,
+        metavar="DIR",
+        help="before running, copy finished fits from DIR/<config stem>/fit (benchmarks/results_table.py's layout) "
+        "into the units whose resolved config they match (lt_lightning.study.adopt)",
     )
     parser.add_argument("--list", action="store_true", help="print the grid and its cache state, run nothing")
     parser.add_argument("--report-only", action="store_true", help="write the report from the cache, run nothing")
@@ -113,6 +123,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         return 0
     status = 0
+    if args.adopt_fits and not args.report_only:
+        for unit in units:
+            if not unit.done():
+                adopted, why = adopt_fit(unit, Path(args.adopt_fits))
+                console.print(f"{unit.label}: {why}", markup=False, highlight=False, soft_wrap=True)
     if not args.report_only:
         title = f"study {study.name}" + (f" shard {args.shard}" if shard else "")
         outcomes = run_grid(units, launch, console, title)

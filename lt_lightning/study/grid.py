@@ -252,6 +252,7 @@ def _joint(unit: Unit, launch: Launch | None, commit: dict[str, Any]) -> dict[st
         **read_report(unit.directory / "test"),
         "fit_wall_s": round(fit_wall, 1),
         "test_wall_s": round(test_wall, 1),
+        "fit_adopted_from": json.loads((unit.directory / "fit.done.json").read_text()).get("adopted_from"),
         "args": list(unit.args),
         "config_sha256": {f: file_sha256(f) for f in unit.files},
         **commit,

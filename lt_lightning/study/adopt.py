@@ -1,0 +1,177 @@
+"""Adopt finished fits from another runs folder into the study's cache (``lt-lightning study --adopt-fits DIR``).
+
+A study's long-tailed units are often fits that already exist: ``benchmarks/results_table.py`` trains the same
+method configs at the same budget into ``<runs>/<dataset>/<config stem>/fit``. Training them again costs hours on a
+CPU. A unit adopts such a fit only when the fit is **the same run**: the ``config.yaml`` that Lightning saved with it
+must equal the unit's own resolved config (``lt-lightning fit <unit args> --print_config``) key by key, except
+
+* keys that never change the numbers (:data:`IGNORED`: the logger, the progress bar, how often the non-finite-loss
+  check syncs, the data-fingerprint switch, ``ckpt_path``);
+* options the source's code did not have yet: a key only in the unit's config is accepted when its value is the
+  default of that parameter in the class that takes it (``class_path`` beside the ``init_args``), the value under
+  which the option's addition left behaviour unchanged.
+
+Anything else (another value, a key the source has and the unit lacks) keeps the unit to be trained, and the study
+prints the first differences. An adopted fit is copied (never linked: the study's cache must not change when the
+source folder does) to ``<unit>/fit``, must pass :func:`~lt_lightning.study.grid.check_fit_finished`, and its marker
+``fit.done.json`` records ``adopted_from`` and the source's fit wall time; the unit's test and stages then run as
+usual on the adopted checkpoint, with the current code. The code version that trained an adopted fit is not known
+to the study (the source folder does not record it); ``result.json`` says the fit was adopted.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import io
+import json
+import re
+import shutil
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+from typing import Any
+
+from lt_lightning.study.grid import Unit, check_fit_finished
+from lt_lightning.study.launch import RunFailed, find_checkpoint, logger_args
+
+IGNORED: tuple[str, ...] = (
+    r"trainer\.logger(\..*)?",
+    r"trainer\.enable_progress_bar",
+    r"model\.init_args\.finite_check_every_n_steps",
+    r"data_fingerprint(\..*)?",
+    r"ckpt_path",
+    r"config",
+)
+_IGNORED = re.compile("|".join(f"(?:{p})" for p in IGNORED))
+
+
+def _import(class_path: Any) -> Any:
+    """The object ``class_path`` names, or ``None``."""
+    if not isinstance(class_path, str) or "." not in class_path:
+        return None
+    module, _, attr = class_path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError):
+        return None
+
+
+def _param_default(class_path: str | None, name: str) -> Any:
+    """The default of parameter ``name`` of ``class_path``'s ``__init__`` (searched along the MRO, as jsonargparse
+    follows ``**kwargs`` to the parent), or ``inspect.Parameter.empty``."""
+    cls = _import(class_path)
+    for klass in inspect.getmro(cls) if inspect.isclass(cls) else ():
+        try:
+            parameter = inspect.signature(klass.__init__).parameters.get(name)
+        except (TypeError, ValueError):
+            continue
+        if parameter is not None and parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL):
+            return parameter.default
+    return inspect.Parameter.empty
+
+
+def _same_class(saved: Any, resolved: Any) -> bool:
+    """Two ``class_path`` spellings of one class (``heads.MultiExpertHead``, ``heads.multi_expert.MultiExpertHead``)."""
+    obj = _import(saved)
+    return obj is not None and obj is _import(resolved)
+
+
+def config_differences(saved: Any, resolved: Any, path: str = "", owner: str | None = None) -> list[str]:
+    """Where ``resolved`` (the unit's config) differs from ``saved`` (the source fit's), one line per key.
+
+    ``owner`` is the ``class_path`` whose ``init_args`` are being compared (for the defaults of new options).
+    """
+    if path and _IGNORED.fullmatch(path):
+        return []
+    if isinstance(saved, dict) and isinstance(resolved, dict):
+        diffs = []
+        for key in sorted(set(saved) | set(resolved), key=str):
+            sub = f"{path}.{key}" if path else str(key)
+            if _IGNORED.fullmatch(sub):
+                continue
+            if key not in resolved:
+                diffs.append(f"{sub}: {saved[key]!r} in the source fit, absent here")
+            elif key not in saved:
+                default = _param_default(owner, key)
+                if default is inspect.Parameter.empty or default != resolved[key]:
+                    diffs.append(f"{sub}: {resolved[key]!r} here, absent in the source fit (not the default)")
+            else:
+                inner = resolved.get("class_path") if key == "init_args" else None
+                diffs += config_differences(saved[key], resolved[key], sub, inner)
+        return diffs
+    if isinstance(saved, list) and isinstance(resolved, list) and len(saved) == len(resolved):
+        return [
+            d
+            for i, (a, b) in enumerate(zip(saved, resolved, strict=True))
+            for d in config_differences(a, b, f"{path}[{i}]")
+        ]
+    if saved == resolved or (path.endswith("class_path") and _same_class(saved, resolved)):
+        return []
+    return [f"{path}: {saved!r} in the source fit, {resolved!r} here"]
+
+
+def resolved_config(args: list[str], out: Path, version: str = "fit") -> dict[str, Any]:
+    """``lt-lightning fit *args --print_config`` (with the study's logger arguments), run in this process, as a
+    mapping.
+
+    Raises:
+        RunFailed: the arguments do not parse.
+    """
+    import yaml
+
+    from lt_lightning.cli import run  # local: the CLI imports Lightning
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    code: Any = 0
+    with redirect_stdout(stdout), redirect_stderr(stderr):
+        try:
+            run(["fit", *args, *logger_args(out, version), "--print_config"])
+        except SystemExit as exit_:  # jsonargparse exits after printing (0) or on bad arguments (2)
+            code = exit_.code or 0
+    if code != 0:
+        raise RunFailed(f"--print_config failed: {(stderr.getvalue().strip().splitlines() or [''])[-1]}")
+    return yaml.safe_load(stdout.getvalue())
+
+
+def source_fit(source: Path, config: str) -> Path:
+    """Where a fit of ``config`` lives in ``source``: ``<source>/<config stem>/fit`` (results_table's layout)."""
+    return source / Path(config).stem / "fit"
+
+
+def adopt_fit(unit: Unit, source: Path) -> tuple[bool, str]:
+    """Copy the fit of ``unit``'s method config from ``source`` into the unit when it is the same run.
+
+    Returns ``(adopted, why)``: ``why`` names the source, or why nothing was adopted.
+    """
+    import yaml
+
+    marker = unit.directory / "fit.done.json"
+    if marker.is_file() or (unit.directory / "result.json").is_file():
+        return False, "already finished"
+    fit = source_fit(source, unit.method.config)
+    config_file = fit / "config.yaml"
+    if not config_file.is_file() or find_checkpoint(fit) is None:
+        return False, f"no finished fit at {fit}"
+    try:
+        check_fit_finished(fit)
+        diffs = config_differences(
+            yaml.safe_load(config_file.read_text()), resolved_config(list(unit.args), unit.directory)
+        )
+    except RunFailed as err:
+        return False, str(err)
+    if diffs:
+        shown = "; ".join(diffs[:3]) + (f"; and {len(diffs) - 3} more" if len(diffs) > 3 else "")
+        return False, f"{fit} is another run: {shown}"
+    target = unit.directory / "fit"
+    shutil.rmtree(target, ignore_errors=True)
+    unit.directory.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(fit, target)
+    source_result = fit.parent / "result.json"
+    wall = json.loads(source_result.read_text()).get("fit_wall_s", 0.0) if source_result.is_file() else 0.0
+    tmp = marker.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"wall_s": wall, "resumed_from": None, "adopted_from": str(fit)}, indent=1))
+    tmp.replace(marker)
+    return True, f"adopted {fit}"
+
+
+__all__ = ["IGNORED", "adopt_fit", "config_differences", "resolved_config", "source_fit"]

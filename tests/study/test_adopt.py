@@ -1,0 +1,110 @@
+"""``lt-lightning study --adopt-fits``: a finished fit of the same resolved config is copied into the study's cache
+instead of trained again; any other fit is refused with the keys that differ."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lt_lightning.cli import main
+from lt_lightning.study.adopt import config_differences
+from tests.study._tiny import synthetic_config
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+MODULE = "lt_lightning.module.LongTailModule"
+
+
+def _model(**init_args) -> dict:
+    return {"model": {"class_path": MODULE, "init_args": {"channels_last": False, **init_args}}}
+
+
+def test_identical_configs_have_no_differences() -> None:
+    config = {"seed_everything": 0, "trainer": {"max_epochs": 10, "callbacks": [{"class_path": "a.B"}]}, **_model()}
+    assert config_differences(config, json.loads(json.dumps(config))) == []
+
+
+def test_keys_that_never_change_the_numbers_are_ignored() -> None:
+    saved = {
+        "trainer": {"logger": {"init_args": {"save_dir": "runs/a"}}, "enable_progress_bar": False},
+        "ckpt_path": None,
+    }
+    resolved = {"trainer": {"logger": {"init_args": {"save_dir": "runs/b"}}, "enable_progress_bar": None}}
+    resolved |= {"data_fingerprint": {"allow_data_mismatch": False}, "ckpt_path": "x.ckpt"}
+    assert config_differences(saved, resolved) == []
+    saved_model, resolved_model = _model(finite_check_every_n_steps=1), _model(finite_check_every_n_steps=50)
+    assert config_differences(saved_model, resolved_model) == []
+
+
+def test_an_option_added_since_is_accepted_only_at_its_default() -> None:
+    saved = {"model": {"class_path": MODULE, "init_args": {}}}
+    assert config_differences(saved, _model()) == []  # channels_last=False: LongTailModule's default
+    diffs = config_differences(saved, _model(channels_last=True))
+    assert diffs == ["model.init_args.channels_last: True here, absent in the source fit (not the default)"]
+    # a parameter the subclass takes through **kwargs: its default is found on the parent class
+    saved_data = {"data": {"class_path": "lt_lightning.data.cifar.CIFAR10LTDataModule", "init_args": {}}}
+    resolved_data = {"data": {"class_path": "lt_lightning.data.cifar.CIFAR10LTDataModule", "init_args": {"views": 1}}}
+    assert config_differences(saved_data, resolved_data) == []
+    resolved_data["data"]["init_args"]["balanced_reference"] = True  # the balanced reference set: another run
+    assert config_differences(saved_data, resolved_data) == [
+        "data.init_args.balanced_reference: True here, absent in the source fit (not the default)"
+    ]
+
+
+def test_other_values_and_removed_keys_are_differences() -> None:
+    saved = {"trainer": {"max_epochs": 10, "callbacks": [{"class_path": "a.B"}, {"class_path": "a.C"}]}, "seed": 0}
+    resolved = {"trainer": {"max_epochs": 20, "callbacks": [{"class_path": "a.B"}]}}
+    assert config_differences(saved, resolved) == [
+        "seed: 0 in the source fit, absent here",
+        "trainer.callbacks: [{'class_path': 'a.B'}, {'class_path': 'a.C'}] in the source fit, "
+        "[{'class_path': 'a.B'}] here",
+        "trainer.max_epochs: 10 in the source fit, 20 here",
+    ]
+
+
+def test_two_spellings_of_one_class_are_the_same_class() -> None:
+    saved = {"classifier": {"class_path": "lt_lightning.heads.multi_expert.MultiExpertHead"}}
+    assert config_differences(saved, {"classifier": {"class_path": "lt_lightning.heads.MultiExpertHead"}}) == []
+    other = {"classifier": {"class_path": "lt_lightning.heads.linear.LinearHead"}}
+    assert len(config_differences(saved, other)) == 1
+
+
+STUDY = """name: tiny
+seeds: [0]
+baseline: ce
+runs_dir: RUNS
+report_dir: report
+methods:
+  - {name: ce, config: ce.yaml, family: baseline}
+"""
+
+
+def test_study_adopts_the_same_fit_and_trains_the_rest(tmp_path: Path, monkeypatch, capsys) -> None:
+    synthetic_config(tmp_path / "ce.yaml")
+    (tmp_path / "first.yaml").write_text(STUDY.replace("RUNS", "first"))
+    (tmp_path / "second.yaml").write_text(STUDY.replace("RUNS", "second"))
+    monkeypatch.chdir(tmp_path)
+    main(["study", "-c", "first.yaml", "--launcher", "inprocess", "--no-report"])
+    # results_table's layout: <runs>/<config stem>/fit
+    (lt_unit,) = Path("first/ce").glob("lt-seed0-*")
+    shutil.copytree(lt_unit / "fit", "table/ce/fit")
+    json.dump({"fit_wall_s": 12.5}, Path("table/ce/result.json").open("w"))
+    capsys.readouterr()
+
+    main(["study", "-c", "second.yaml", "--launcher", "inprocess", "--no-report", "--adopt-fits", "table"])
+    out = capsys.readouterr().out
+    assert "ce [lt, seed 0]: adopted table/ce/fit" in out
+    assert "ce [balanced, seed 0]: table/ce/fit is another run: data.init_args.balanced_reference" in out
+    (adopted,) = Path("second/ce").glob("lt-seed0-*")
+    assert json.loads((adopted / "fit.done.json").read_text())["adopted_from"] == "table/ce/fit"
+    result, original = (json.loads((u / "result.json").read_text()) for u in (adopted, lt_unit))
+    assert result["fit_adopted_from"] == "table/ce/fit" and result["fit_wall_s"] == 12.5
+    assert result["acc"] == original["acc"] and result["per_class"] == original["per_class"]
+    assert "done ce [balanced, seed 0]" in out  # the balanced run was trained
+
+    capsys.readouterr()
+    main(["study", "-c", "second.yaml", "--launcher", "inprocess", "--no-report", "--adopt-fits", "table"])
+    assert "cached ce [lt, seed 0]" in capsys.readouterr().out  # adopted once, then cached
