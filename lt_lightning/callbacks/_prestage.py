@@ -39,30 +39,29 @@ def resolve_config(config: str | Path) -> Path:
     raise FileNotFoundError(f"pre-stage config {str(config)!r} does not exist (nor under {in_checkout.parent})")
 
 
-def resolve_config_args(args: Sequence[str]) -> list[str]:
+def resolve_config_args(args: Sequence[str]) -> tuple[list[str], list[Path]]:
     """``args`` with every ``-c X`` / ``--config X`` / ``--config=X`` file resolved as :func:`resolve_config` does
-    (so a pre-stage's ``["-c", "configs/budget/ldam_drw_10ep.yaml"]`` works from any directory)."""
+    (so a pre-stage's ``["-c", "configs/budget/ldam_drw_10ep.yaml"]`` works from any directory), and those files
+    (``-c`` / ``--config`` ones first, then ``--config=`` ones)."""
     out = [str(a) for a in args]
+    files: list[Path] = []
+    inline: list[Path] = []
     for i, arg in enumerate(out):
         if arg in ("-c", "--config") and i + 1 < len(out):
             out[i + 1] = str(resolve_config(out[i + 1]).resolve())
+            files.append(Path(out[i + 1]))
         elif arg.startswith("--config="):
-            out[i] = "--config=" + str(resolve_config(arg.split("=", 1)[1]).resolve())
-    return out
-
-
-def _config_args(args: Sequence[str]) -> list[Path]:
-    """The config files named in (resolved) ``args``."""
-    files = [Path(args[i + 1]) for i, a in enumerate(args[:-1]) if a in ("-c", "--config")]
-    return files + [Path(a.split("=", 1)[1]) for a in args if a.startswith("--config=")]
+            inline.append(resolve_config(arg.split("=", 1)[1]).resolve())
+            out[i] = f"--config={inline[-1]}"
+    return out, files + inline
 
 
 def prestage_folder(config: str | Path, args: Sequence[str], directory: str | Path) -> Path:
     """``<directory>/<config stem>-<hash of the config text, the args and the text of configs the args name>``."""
     path = resolve_config(config)
-    args = resolve_config_args(args)
+    args, files = resolve_config_args(args)
     payload = path.read_bytes() + "\0".join(a for a in args if not Path(a).is_absolute()).encode()
-    for extra in _config_args(args):
+    for extra in files:
         payload += b"\0" + extra.read_bytes()
     digest = hashlib.sha256(payload).hexdigest()[:10]
     return Path(directory) / f"{path.stem}-{digest}"
@@ -88,7 +87,7 @@ def run_prestage(
         FileNotFoundError: ``config`` does not exist.
         RuntimeError: the stage's fit failed or wrote no ``last.ckpt``.
     """
-    args = resolve_config_args(args)
+    args, _ = resolve_config_args(args)
     if trainer.fast_dev_run:
         args = [*args, "--trainer.max_steps=1", "--trainer.limit_val_batches=1", "--trainer.num_sanity_val_steps=0"]
     config = resolve_config(config)

@@ -98,12 +98,10 @@ def test_config_arguments_are_resolved_and_their_text_is_part_of_the_cache_key(t
     monkeypatch.chdir(tmp_path)
     budget = "configs/budget/ldam_drw_10ep.yaml"
     in_checkout = str(REPO / budget)
-    assert resolve_config_args(["-c", budget, "--config=" + budget, "--trainer.max_epochs=3"]) == [
-        "-c",
-        in_checkout,
-        "--config=" + in_checkout,
-        "--trainer.max_epochs=3",
-    ]
+    assert resolve_config_args(["-c", budget, "--config=" + budget, "--trainer.max_epochs=3"]) == (
+        ["-c", in_checkout, "--config=" + in_checkout, "--trainer.max_epochs=3"],
+        [Path(in_checkout), Path(in_checkout)],
+    )
     with pytest.raises(FileNotFoundError, match="'nope.yaml' does not exist"):
         resolve_config_args(["-c", "nope.yaml"])
     stage = tmp_path / "stage.yaml"
