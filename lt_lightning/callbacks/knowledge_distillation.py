@@ -43,7 +43,7 @@ from lt_lightning.output import ModelOutput
 __all__ = ["KnowledgeDistillation", "load_teacher", "student_data_arguments"]
 
 #: datamodule arguments that belong to a recipe or a method rather than to the data: not passed to the teacher
-_NOT_SHARED = frozenset({"batch_size", "eval_batch_size", "views", "sampler"})
+_NOT_SHARED = frozenset({"batch_size", "eval_batch_size", "views", "view_augment", "sampler"})
 
 
 def load_teacher(path: str | Path, owner: str = "KnowledgeDistillation") -> LongTailModule:

@@ -43,7 +43,7 @@ __all__ = ["SelfSupervisedInit", "backbone_weights", "data_arguments"]
 
 PREFIX = "backbone."
 #: datamodule arguments the pretext config keeps as its own (two views for SimCLR, its batch size, its sampling)
-OWN_DATA_ARGUMENTS = frozenset({"views", "batch_size", "eval_batch_size", "sampler", "augment"})
+OWN_DATA_ARGUMENTS = frozenset({"views", "view_augment", "batch_size", "eval_batch_size", "sampler", "augment"})
 _MISSING = object()
 
 

@@ -9,7 +9,8 @@ Contract of a :class:`LongTailDataModule` subclass:
   datasets of ``(uint8 [C, H, W] image, int label)``; ``train_dataset[i]`` must have label ``train_labels[i]``
   (samplers draw indices from ``train_labels``).
 * Class attributes (or instance attributes set in ``__init__``) ``mean``/``std`` (normalisation of ``[0, 1]``
-  images), ``crop_padding`` and ``horizontal_flip`` (train-time augmentation) configure the device pipeline.
+  images), ``crop_padding`` and ``horizontal_flip`` (train-time augmentation) configure the device pipeline, with
+  the ``view_augment`` argument (``"standard"`` crop + flip, or the ``"simclr"`` views of contrastive learning).
 
 Loading, sampling and augmentation follow one path: the train loader uses :meth:`build_train_sampler` (an
 :class:`~lt_lightning.data.samplers.EpochSampler`, instance-balanced by default -- re-sampling methods override
@@ -31,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from lt_lightning.data.resumable import ResumableDataLoader
 from lt_lightning.data.samplers import EpochSampler, InstanceBalancedSampler, UnpaddedDistributedSampler
 from lt_lightning.data.test_agnostic import check_distribution, dataset_labels, resample_test_dataset
-from lt_lightning.data.transforms import DeviceAugmentation
+from lt_lightning.data.transforms import DeviceAugmentation, check_view_augment
 
 SamplerFactory = Callable[[Tensor, int, int, int], EpochSampler]
 """Builds the training sampler as ``factory(train_labels, num_replicas, rank, seed)``: an :class:`EpochSampler`
@@ -130,6 +131,12 @@ class LongTailDataModule(L.LightningDataModule):
             becomes ``V * B`` images in view-major order (image ``i``'s views at ``i, B + i, ..., (V-1) B + i``)
             with the labels repeated ``V`` times: the two-view pipeline of contrastive representation learning
             (SupCon / KCL / PaCo, SimCLR pre-training). Evaluation batches are never repeated.
+        view_augment: the train-time augmentation of each view: ``"standard"`` (the default: the random crop with
+            ``crop_padding`` and the ``horizontal_flip`` of the class) or ``"simclr"``, the SimCLR / SupCon view
+            recipe (Khosla et al. NeurIPS 2020, CIFAR): random resized crop with scale ``(0.2, 1)``, the flip if
+            ``horizontal_flip``, colour jitter ``(0.4, 0.4, 0.4, 0.1)`` with ``p = 0.8``, grayscale with ``p = 0.2``
+            (:func:`~lt_lightning.data.transforms.simclr_augment`; ``crop_padding`` is then unused). Any other string
+            raises ``ValueError``.
 
     Attributes:
         num_classes: number of classes ``C``.
@@ -162,11 +169,13 @@ class LongTailDataModule(L.LightningDataModule):
         test_distribution: Literal["forward", "uniform", "backward"] | None = None,
         test_imbalance_ratio: float = 1.0,
         views: int = 1,
+        view_augment: str = "standard",
     ) -> None:
         super().__init__()
         if isinstance(views, bool) or not isinstance(views, int) or views < 1:
             raise ValueError(f"views must be an integer >= 1, got {views!r}")
         self.views = views
+        self.view_augment = check_view_augment(view_augment)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if eval_batch_size is not None and eval_batch_size < 1:
@@ -373,9 +382,12 @@ class LongTailDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------ device-side pipeline
     @property
     def augmentation(self) -> DeviceAugmentation:
-        """The device pipeline built from ``mean``, ``std``, ``crop_padding`` and ``horizontal_flip``."""
+        """The device pipeline built from ``mean``, ``std``, ``crop_padding``, ``horizontal_flip`` and
+        ``view_augment``."""
         if self._augmentation is None:
-            self._augmentation = DeviceAugmentation(self.mean, self.std, self.crop_padding, self.horizontal_flip)
+            self._augmentation = DeviceAugmentation(
+                self.mean, self.std, self.crop_padding, self.horizontal_flip, view_augment=self.view_augment
+            )
         return self._augmentation
 
     def _views(self, images: Tensor, train: bool, views: int) -> Tensor:

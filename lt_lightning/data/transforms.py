@@ -4,8 +4,10 @@ Datasets hand out ``uint8 [B, C, H, W]`` batches; after the batch is on the acce
 ``on_after_batch_transfer`` runs :class:`DeviceAugmentation`: random crop with zero padding and random horizontal
 flip (on ``uint8``, while training only), then ``uint8 -> float`` in ``[0, 1]`` and per-channel normalisation.
 The CIFAR recipe (LDAM-DRW, Cao et al. NeurIPS 2019) is pad-4 crop + flip + normalise with
-:data:`CIFAR_MEAN` / :data:`CIFAR_STD`. Randomness comes from ``generator`` or the global torch RNG of the
-batch's device (seeded by ``seed_everything``).
+:data:`CIFAR_MEAN` / :data:`CIFAR_STD`. The contrastive methods' views (SimCLR, Chen et al. ICML 2020; SupCon,
+Khosla et al. NeurIPS 2020) are :func:`lt_lightning.data.views.simclr_augment`, chosen with
+``DeviceAugmentation(view_augment="simclr")``.
+Randomness comes from ``generator`` or the global torch RNG of the batch's device (seeded by ``seed_everything``).
 """
 
 from __future__ import annotations
@@ -146,8 +148,25 @@ def check_finite_batch(x: Tensor, what: str = "input batch") -> Tensor:
     )
 
 
+VIEW_AUGMENTS: tuple[str, ...] = ("standard", "simclr")
+"""Train-time view augmentations of :class:`DeviceAugmentation`: ``"standard"`` (pad crop + flip) or ``"simclr"``."""
+
+
+def check_view_augment(view_augment: str) -> str:
+    """``view_augment`` if it is one of :data:`VIEW_AUGMENTS`, else ``ValueError`` naming the choices."""
+    if not isinstance(view_augment, str) or view_augment not in VIEW_AUGMENTS:
+        raise ValueError(f"view_augment must be one of {', '.join(map(repr, VIEW_AUGMENTS))}, got {view_augment!r}")
+    return view_augment
+
+
 class DeviceAugmentation(nn.Module):
     """The batched pipeline ``[crop + flip when training] -> to_float -> normalize``.
+
+    ``view_augment`` picks the training augmentation: ``"standard"`` is the random crop with zero ``padding`` and the
+    optional flip (on ``uint8``); ``"simclr"`` is :func:`simclr_augment` on the float image -- random resized crop
+    (scale ``(0.2, 1)``), the flip if ``flip``, colour jitter ``(0.4, 0.4, 0.4, 0.1)`` with ``p = 0.8`` and
+    grayscale with ``p = 0.2`` (the SimCLR / SupCon CIFAR views) -- and ``padding`` is unused. Evaluation
+    (``train=False``) is the same for both: ``to_float`` and ``normalize``.
 
     ``uint8`` batches (every datamodule of this package) cannot hold NaN or inf, and finite ``mean`` / ``std > 0``
     (checked here) keep them finite. A floating batch from a custom dataset can: ``check_finite=True`` checks every
@@ -159,6 +178,7 @@ class DeviceAugmentation(nn.Module):
         padding: zero padding of the random crop (``0`` disables the crop).
         flip: random horizontal flip with probability 0.5 when training.
         check_finite: refuse floating input batches holding NaN / inf (``ValueError``).
+        view_augment: ``"standard"`` or ``"simclr"`` (see above; :data:`VIEW_AUGMENTS`).
     """
 
     def __init__(
@@ -168,6 +188,7 @@ class DeviceAugmentation(nn.Module):
         padding: int = 0,
         flip: bool = False,
         check_finite: bool = False,
+        view_augment: str = "standard",
     ) -> None:
         super().__init__()
         self.mean, self.std = check_mean_std(mean, std)
@@ -176,12 +197,17 @@ class DeviceAugmentation(nn.Module):
         self.padding = int(padding)
         self.flip = bool(flip)
         self.check_finite = bool(check_finite)
+        self.view_augment = check_view_augment(view_augment)
 
     def forward(self, x: Tensor, train: bool = False, generator: torch.Generator | None = None) -> Tensor:
         """Transform a ``uint8`` (or float in ``[0, 1]``) ``[B, C, H, W]`` batch; augment only if ``train``."""
         _check_batch(x)
         if self.check_finite:
             check_finite_batch(x)
+        if train and self.view_augment == "simclr":
+            from lt_lightning.data.views import simclr_augment  # local: views imports this module
+
+            return normalize(simclr_augment(x, self.flip, generator), self.mean, self.std)
         if train:
             x = random_crop_with_padding(x, self.padding, generator)
             if self.flip:
@@ -189,4 +215,7 @@ class DeviceAugmentation(nn.Module):
         return normalize(to_float(x), self.mean, self.std)
 
     def extra_repr(self) -> str:
-        return f"mean={self.mean}, std={self.std}, padding={self.padding}, flip={self.flip}"
+        return (
+            f"mean={self.mean}, std={self.std}, padding={self.padding}, flip={self.flip}, "
+            f"view_augment={self.view_augment!r}"
+        )
