@@ -1,4 +1,5 @@
-"""A tiny CIFAR-100 of the original python-pickle layout (CIFAR-100 itself is not available offline)."""
+"""Tiny CIFAR-10 / CIFAR-100 files of the original python-pickle layout, random pixels (CIFAR-100 itself is not
+available offline; the real CIFAR-10 of ``../shared/data`` is the ``cifar10_root`` fixture)."""
 
 from __future__ import annotations
 
@@ -32,3 +33,19 @@ def write_tiny_cifar100(root: Path, train_per_class: int = 20, test_per_class: i
         pickle.dump({"fine_label_names": names, "coarse_label_names": [f"coarse_{c}" for c in range(20)]}, f)
     out["names"] = names
     return out
+
+
+def write_tiny_cifar10(root: Path, train_per_class: int = 2, test_per_class: int = 2, seed: int = 0) -> Path:
+    """Write ``root/cifar-10-batches-py`` of the original layout (5 training batches, the test batch,
+    ``batches.meta``) with ``train_per_class`` training images per class spread over the 5 batches; return it."""
+    base = root / "cifar-10-batches-py"
+    base.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    train = rng.permutation(np.repeat(np.arange(10), train_per_class))
+    splits = [(f"data_batch_{i + 1}", part) for i, part in enumerate(np.array_split(train, 5))]
+    for name, labels in [*splits, ("test_batch", np.repeat(np.arange(10), test_per_class))]:
+        data = rng.integers(0, 256, (labels.size, 3072), dtype=np.uint8)
+        entry = {"data": data, "labels": labels.tolist(), "filenames": ["x.png"] * labels.size}
+        (base / name).write_bytes(pickle.dumps(entry))
+    (base / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"class_{c}" for c in range(10)]}))
+    return base

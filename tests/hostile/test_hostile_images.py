@@ -31,6 +31,7 @@ from lt_lightning.data.image_files import ImageFileDataset, UnreadableImageError
 from lt_lightning.data.split_file_datamodule import SplitFileDataModule
 from lt_lightning.data.synthetic import SyntheticLTDataModule
 from lt_lightning.data.transforms import DeviceAugmentation, check_finite_batch, normalize
+from tests.cifar_files import write_tiny_cifar10
 from tests.hostile._fuzz import FUZZ
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -395,15 +396,8 @@ def _write_pickle(path: Path, obj: object) -> None:
 
 
 def _tiny_cifar10(root: Path, per_class: int = 2) -> Path:
-    """``root/cifar-10-batches-py`` of the original layout: 5 training batches + test batch, ``per_class`` each."""
-    base = root / "cifar-10-batches-py"
-    rng = np.random.default_rng(0)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        labels = np.repeat(np.arange(10), per_class)
-        data = rng.integers(0, 256, (labels.size, 3072), dtype=np.uint8)
-        _write_pickle(base / name, {"data": data, "labels": labels.tolist(), "filenames": ["x.png"] * labels.size})
-    _write_pickle(base / "batches.meta", {"label_names": [f"class_{c}" for c in range(10)]})
-    return base
+    """``root/cifar-10-batches-py``: 5 training batches + test batch, ``per_class`` images per class in each."""
+    return write_tiny_cifar10(root, train_per_class=5 * per_class, test_per_class=per_class)
 
 
 class _Exploit:
