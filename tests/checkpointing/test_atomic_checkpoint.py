@@ -184,7 +184,10 @@ def test_sigkill_during_a_checkpoint_save_then_resume_from_last(tmp_path, monkey
             stderr=out,
         )
     try:
-        _wait_for(lambda: bool(AtomicCheckpointIO.temporary_files(target)), proc, log)
+        # the held save is the one after epoch=1-step=4.ckpt: epoch 0's fast save of last.ckpt also has a temporary
+        # file for a moment, which a busy machine's polling can catch
+        held = target.parent / "epoch=1-step=4.ckpt"
+        _wait_for(lambda: held.is_file() and bool(AtomicCheckpointIO.temporary_files(target)), proc, log)
         time.sleep(0.2)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
