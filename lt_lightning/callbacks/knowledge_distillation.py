@@ -21,7 +21,6 @@ arguments, so the teacher trains on the student's training set wherever the data
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import os
 import pickle
@@ -36,6 +35,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
 from lt_lightning.callbacks._prestage import resolve_config, run_prestage
+from lt_lightning.class_path import import_class_path
 from lt_lightning.losses.distillation import TEACHER_KEY
 from lt_lightning.module import LongTailModule
 from lt_lightning.output import ModelOutput
@@ -124,14 +124,7 @@ def _config_data_class(config: Path) -> type | None:
     except yaml.YAMLError:
         return None
     data = loaded.get("data") if isinstance(loaded, dict) else None
-    class_path = data.get("class_path") if isinstance(data, dict) else None
-    if not isinstance(class_path, str) or "." not in class_path:
-        return None
-    module, _, name = class_path.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError):
-        return None
+    return import_class_path(data.get("class_path") if isinstance(data, dict) else None)
 
 
 class KnowledgeDistillation(Callback):

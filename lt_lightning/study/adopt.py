@@ -21,7 +21,6 @@ to the study (the source folder does not record it); ``result.json`` says the fi
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import io
 import json
@@ -31,6 +30,7 @@ from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
 
+from lt_lightning.class_path import import_class_path
 from lt_lightning.study.grid import Unit, check_fit_finished
 from lt_lightning.study.launch import RunFailed, find_checkpoint, logger_args
 
@@ -45,21 +45,10 @@ IGNORED: tuple[str, ...] = (
 _IGNORED = re.compile("|".join(f"(?:{p})" for p in IGNORED))
 
 
-def _import(class_path: Any) -> Any:
-    """The object ``class_path`` names, or ``None``."""
-    if not isinstance(class_path, str) or "." not in class_path:
-        return None
-    module, _, attr = class_path.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError):
-        return None
-
-
 def _param_default(class_path: str | None, name: str) -> Any:
     """The default of parameter ``name`` of ``class_path``'s ``__init__`` (searched along the MRO, as jsonargparse
     follows ``**kwargs`` to the parent), or ``inspect.Parameter.empty``."""
-    cls = _import(class_path)
+    cls = import_class_path(class_path)
     for klass in inspect.getmro(cls) if inspect.isclass(cls) else ():
         try:
             parameter = inspect.signature(klass.__init__).parameters.get(name)
@@ -72,8 +61,8 @@ def _param_default(class_path: str | None, name: str) -> Any:
 
 def _same_class(saved: Any, resolved: Any) -> bool:
     """Two ``class_path`` spellings of one class (``heads.MultiExpertHead``, ``heads.multi_expert.MultiExpertHead``)."""
-    obj = _import(saved)
-    return obj is not None and obj is _import(resolved)
+    obj = import_class_path(saved)
+    return obj is not None and obj is import_class_path(resolved)
 
 
 def config_differences(saved: Any, resolved: Any, path: str = "", owner: str | None = None) -> list[str]:
