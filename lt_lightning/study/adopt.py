@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from lt_lightning.class_path import import_class_path
-from lt_lightning.study.grid import Unit, _write_json, check_fit_finished
+from lt_lightning.study.grid import Unit, check_fit_finished, write_json
 from lt_lightning.study.launch import RunFailed, find_checkpoint, logger_args
 
 IGNORED: tuple[str, ...] = (
@@ -155,7 +155,7 @@ def adopt_fit(unit: Unit, source: Path) -> tuple[bool, str]:
     shutil.copytree(fit, target)
     source_result = fit.parent / "result.json"
     wall = json.loads(source_result.read_text()).get("fit_wall_s", 0.0) if source_result.is_file() else 0.0
-    _write_json(marker, {"wall_s": wall, "resumed_from": None, "adopted_from": str(fit)})
+    write_json(marker, {"wall_s": wall, "resumed_from": None, "adopted_from": str(fit)})
     return True, f"adopted {fit}"
 
 

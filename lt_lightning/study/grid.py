@@ -177,7 +177,8 @@ def shard_units(units: Sequence[Unit], shard: tuple[int, int] | None) -> list[Un
     return list(units[k - 1 :: n])
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` to ``path`` as JSON atomically (temporary file, then rename)."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=1))
     tmp.replace(path)  # atomic: a killed study never leaves half a result
@@ -220,7 +221,7 @@ def _fit(unit: Unit, launch: Launch | None) -> float:
         shutil.rmtree(fit_dir, ignore_errors=True)
         wall = lt_cli("fit", list(unit.args), unit.directory, "fit", launch)
     check_fit_finished(fit_dir)
-    _write_json(marker, {"wall_s": round(wall, 1), "resumed_from": None if resume is None else str(resume)})
+    write_json(marker, {"wall_s": round(wall, 1), "resumed_from": None if resume is None else str(resume)})
     return wall
 
 
@@ -258,7 +259,7 @@ def _joint(unit: Unit, launch: Launch | None, commit: dict[str, Any]) -> dict[st
         **commit,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    _write_json(result_file, result)
+    write_json(result_file, result)
     return result
 
 
@@ -292,7 +293,7 @@ def _stage(unit: Unit, stage: str, launch: Launch | None, commit: dict[str, Any]
         result |= {"stage2_epochs": unit.stage2_epochs, "fit_wall_s": round(wall, 1)}
         result |= read_report(unit.directory / test_version)
     result |= commit
-    _write_json(path, result)
+    write_json(path, result)
     return result
 
 
@@ -338,7 +339,7 @@ def run_unit(
             except (RunFailed, OSError, ValueError) as err:
                 errors.append({"step": stage, "error": str(err)})
     if errors:
-        _write_json(failed_file, {"unit": unit.label, "errors": errors})
+        write_json(failed_file, {"unit": unit.label, "errors": errors})
         return Outcome(unit, "failed", acc, errors, time.time() - start)
     return Outcome(unit, "done", acc, None, time.time() - start)
 
