@@ -7,6 +7,13 @@ the **training** images once each, with the evaluation pipeline (no augmentation
 padding (:meth:`~lt_lightning.data.base.LongTailDataModule.train_eval_dataloader`); per-class feature sums and
 counts are summed over processes, so the means are exactly those of a single process. The module's
 :attr:`~lt_lightning.module.LongTailModule.test_head` is set to the NCM head for the test and cleared after it.
+
+The authors' NCM (facebookresearch/classifier-balancing ``run_networks.py`` ``get_knncentroids`` and
+``models/KNNClassifier.py``, ``main.py --knn`` defaults ``feat_type="cl2n"``, ``dist_type="l2"``) centres every
+feature by the mean training feature, L2-normalises it and scores the negative squared distance to the class
+means: ``NearestClassMean(metric="squared_euclidean", center=True)``, the reference configs' setting. With
+``center`` the backbone runs twice over the training images: once for the mean feature, once for the class means
+of the centred features (both summed over processes: exact under DDP).
 """
 
 from __future__ import annotations
@@ -57,22 +64,31 @@ class NearestClassMean(Callback):
     """Test (and predict) with a nearest-class-mean head built from the training images' features.
 
     Args:
-        metric: ``"cosine"`` or ``"euclidean"`` (see :class:`~lt_lightning.heads.ncm.NCMHead`).
+        metric: ``"cosine"``, ``"euclidean"`` or ``"squared_euclidean"`` (see :class:`~lt_lightning.heads.ncm.
+            NCMHead`; the authors' default is ``"squared_euclidean"``, their ``dist_type="l2"``).
         normalize: L2-normalise the features before averaging and at prediction (Kang et al.).
+        center: subtract the mean feature of the training images first (the authors' default ``feat_type="cl2n"``
+            with ``normalize``); ``False``: their ``"l2n"`` (``normalize``) or ``"un"``.
 
     Needs a :class:`~lt_lightning.module.LongTailModule` (``test_head``) and a datamodule with
     ``train_eval_dataloader()`` (every :class:`~lt_lightning.data.base.LongTailDataModule`). A class without a
     training image is never predicted (a warning says so).
     """
 
-    def __init__(self, metric: Metric = "cosine", normalize: bool = True) -> None:
+    def __init__(self, metric: Metric = "cosine", normalize: bool = True, center: bool = False) -> None:
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+        if not isinstance(center, bool):
+            raise ValueError(f"center must be a bool, got {center!r}")
         self.metric = metric
         self.normalize = bool(normalize)
+        self.center = center
 
-    def _class_sums(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> tuple[Tensor, Tensor]:
-        """Per-class feature sums ``[C, D]`` (float64) and counts ``[C]`` over all training images and processes."""
+    def _class_sums(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, normalize: bool, center: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Per-class feature sums ``[C, D]`` (float64) and counts ``[C]`` over all training images and processes
+        (features centred by ``center`` if given, then L2-normalised if ``normalize``)."""
         datamodule = trainer.datamodule
         if datamodule is None or not hasattr(datamodule, "train_eval_dataloader"):
             raise ValueError(
@@ -85,7 +101,7 @@ class NearestClassMean(Callback):
         sums: Tensor | None = None
         counts = torch.zeros(c, dtype=torch.long, device=pl_module.device)
         for features, labels in eval_features(trainer, pl_module, datamodule.train_eval_dataloader()):
-            batch_sums, batch_counts = class_feature_sums(features, labels, c, self.normalize)
+            batch_sums, batch_counts = class_feature_sums(features, labels, c, normalize, center)
             sums = batch_sums.double() if sums is None else sums + batch_sums.double()
             counts += batch_counts
         if sums is None:  # this process got no training image: its share of the sums is zero
@@ -99,18 +115,23 @@ class NearestClassMean(Callback):
 
     def _install(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         check_test_head_module(pl_module, "NearestClassMean")
-        sums, counts = self._class_sums(trainer, pl_module)
+        feature_mean = None
+        if self.center:  # first pass: the mean raw feature of the training images (each image once)
+            raw_sums, raw_counts = self._class_sums(trainer, pl_module, normalize=False)
+            feature_mean = raw_sums.sum(dim=0) / max(int(raw_counts.sum()), 1)
+        sums, counts = self._class_sums(trainer, pl_module, self.normalize, feature_mean)
         if int(counts.sum()) == 0:
             raise ValueError("the training set is empty: NearestClassMean has no class mean to compare with")
         empty = torch.nonzero(counts == 0).flatten().tolist()
         if empty:
             rank_zero_warn(f"NearestClassMean: classes {empty[:10]} have no training image and are never predicted")
-        head = NCMHead(sums.shape[1], pl_module.num_classes, self.metric, self.normalize).to(pl_module.device)
-        head.set_means(sums, counts)
+        head = NCMHead(sums.shape[1], pl_module.num_classes, self.metric, self.normalize, self.center)
+        head = head.to(pl_module.device)
+        head.set_means(sums, counts, feature_mean)
         pl_module.test_head = head
         rank_zero_info(
             f"NearestClassMean: {self.metric} to the means of {int(counts.sum())} training images "
-            f"(normalize={self.normalize})"
+            f"(normalize={self.normalize}, center={self.center})"
         )
 
     def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

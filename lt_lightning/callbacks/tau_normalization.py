@@ -8,7 +8,9 @@ summed over processes, so the sweep is exact under DDP), picks the ``τ`` with t
 accuracy (ties: the smallest ``τ``) and sets the module's :attr:`~lt_lightning.module.LongTailModule.test_head` to
 :meth:`TauNormHead.from_linear(classifier, τ) <lt_lightning.heads.tau_norm.TauNormHead.from_linear>`; the head is
 removed after the test. The test set is never looked at to choose ``τ``. The curve is written to
-``<log_dir>/<filename>.json`` and ``test/tau_norm_tau`` is logged. With ``tau`` given, no sweep runs.
+``<log_dir>/<filename>.json`` and ``test/tau_norm_tau`` is logged. With ``tau`` given, no sweep runs. The
+authors' script (facebookresearch/classifier-balancing ``tau_norm.py``) scores the same grid ``np.linspace(0, 2,
+21)`` without the classifier's bias (``keep_bias=False``) and prints every ``τ`` on the test split.
 
 The classifier must be linear (``logits = W f + b`` with its ``weight`` ``[C, D]``), e.g. a
 :class:`~lt_lightning.heads.linear.LinearHead`; this is checked on a probe batch, so a cosine or otherwise
@@ -78,8 +80,10 @@ class TauNormalization(Callback):
         taus: the grid of the sweep (default ``0, 0.1, ..., 2``), each ``>= 0``.
         tau: a fixed ``τ >= 0`` (no sweep).
         filename: name (without ``.json``) of the sweep curve written into the run's log dir.
-        keep_bias: keep the classifier's bias (``False``: score with the normalised weights only, as the authors'
-            released notebook does).
+        keep_bias: keep the classifier's bias (the default; the paper's rule rescales the weights only and says
+            nothing of the bias). ``False``: score with the normalised weights only, as the authors' code does
+            (facebookresearch/classifier-balancing ``tau_norm.py``: ``pnorm(weights, p)`` then
+            ``dotproduct_similarity(feat, ws)``, no bias); the reference configs set it.
     """
 
     def __init__(

@@ -6,9 +6,10 @@ with the class size. Rescaling every row to ``w̃_c = w_c / ||w_c||^τ`` needs n
 rows unit-norm, ``τ = 0`` leaves the classifier unchanged, and ``τ`` in between (tuned on a validation set) trades
 head accuracy for tail accuracy.
 
-The paper's rule rescales the weights only. Here a trained bias ``b`` is kept unchanged (``bias=False`` drops
-it); the authors' released notebook (facebookresearch/classifier-balancing, ``tau_norm.ipynb``) scores features
-against the normalised weights with no bias, which ``from_linear(head, tau, keep_bias=False)`` reproduces.
+The paper's rule rescales the weights only. Here a trained bias ``b`` is kept unchanged by default (``bias=False``
+drops it); the authors' script (facebookresearch/classifier-balancing ``tau_norm.py``: ``pnorm(weights, p)``, then
+``dotproduct_similarity(feat, ws)``) scores features against the normalised weights with no bias, which
+``from_linear(head, tau, keep_bias=False)`` reproduces: ``z = f · w_c / ||w_c||^τ``.
 """
 
 from __future__ import annotations

@@ -83,6 +83,30 @@ def test_ncm_test_uses_the_training_means_and_beats_chance(trained, tmp_path, me
     assert results["test/acc"] > 0.3  # chance is 0.1 on the balanced test set
 
 
+def test_reference_ncm_centres_normalises_and_uses_squared_distances(trained, tmp_path) -> None:
+    """classifier-balancing's default NCM (``feat_type="cl2n"``, ``dist_type="l2"``), computed here by hand."""
+    module, dm = trained
+    callback = NearestClassMean(metric="squared_euclidean", center=True)
+    seen: dict[str, NCMHead] = {}
+
+    class Spy(L.Callback):
+        def on_test_epoch_start(self, trainer, pl_module) -> None:
+            seen["head"] = pl_module.test_head
+
+    results = _trainer(tmp_path, [callback, Spy()]).test(module, dm, verbose=False)[0]
+    train_f = _features(module, dm, dm.train_dataset.images).double()
+    m = train_f.mean(dim=0)  # the mean raw feature of the training images
+    g = torch.nn.functional.normalize(train_f - m, dim=1)
+    y = dm.train_dataset.labels
+    centroids = torch.stack([g[y == c].mean(dim=0) for c in range(10)])
+    assert torch.allclose(seen["head"].feature_mean.double(), m, atol=1e-5)
+    assert torch.allclose(seen["head"].class_means.double(), centroids, atol=1e-5)
+    x = torch.nn.functional.normalize(_features(module, dm, dm.test_dataset.images).double() - m, dim=1)
+    predictions = (-torch.cdist(x, centroids).square()).argmax(dim=1)
+    expected = float((predictions == dm.test_dataset.labels).double().mean())
+    assert results["test/acc"] == pytest.approx(expected, abs=1e-6)
+
+
 def test_predict_uses_ncm_then_clears_it(trained, tmp_path) -> None:
     module, dm = trained
     probabilities = torch.cat(_trainer(tmp_path, [NearestClassMean()]).predict(module, dm))
@@ -97,6 +121,8 @@ def test_predict_uses_ncm_then_clears_it(trained, tmp_path) -> None:
 def test_bad_arguments_and_datamodule(tmp_path) -> None:
     with pytest.raises(ValueError, match="metric"):
         NearestClassMean(metric="l1")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="center must be"):
+        NearestClassMean(center="yes")  # type: ignore[arg-type]
     dm = DigitsLTDataModule(batch_size=32)
     module = LongTailModule(TinyBackbone(64, 16, relu=True), dm.num_classes, dm.class_counts)
     dm.setup()

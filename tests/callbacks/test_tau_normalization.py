@@ -98,6 +98,25 @@ def test_fixed_tau_changes_the_predictions_as_the_head_does(trained, tmp_path) -
     assert torch.allclose(predictions, head(test_f).softmax(dim=-1), atol=1e-6)
 
 
+def test_sweep_without_the_bias_is_the_reference_sweep(trained, tmp_path) -> None:
+    """``keep_bias=False`` (classifier-balancing ``tau_norm.py``): every τ scores ``f · w_c / ||w_c||^τ``, no bias."""
+    module, dm = trained
+    callback = TauNormalization(taus=TAUS, keep_bias=False)
+    results = _trainer(tmp_path, [callback]).test(module, dm, verbose=False)[0]
+    w = module.classifier.fc.weight.detach()
+    val_f, val_y = _features(module, dm.val_dataset)
+    balanced = []
+    for tau in TAUS:
+        logits = val_f @ (w / w.norm(dim=1, keepdim=True) ** tau).T
+        correct, total = long_tail_accuracy_update(logits, val_y, 10)
+        balanced.append(float(long_tail_accuracy_compute(correct, total, None)["acc_balanced"]))
+    assert callback.curve["acc_balanced"] == pytest.approx(balanced, abs=1e-6)
+    assert callback.chosen_tau == min(t for t, a in zip(TAUS, balanced, strict=True) if a == max(balanced))
+    test_f, test_y = _features(module, dm.test_dataset)
+    logits = test_f @ (w / w.norm(dim=1, keepdim=True) ** callback.chosen_tau).T
+    assert results["test/acc"] == pytest.approx(float((logits.argmax(1) == test_y).float().mean()), abs=1e-6)
+
+
 def test_cosine_classifier_is_refused(tmp_path) -> None:
     dm = DigitsLTDataModule(batch_size=32)
     module = LongTailModule(TinyBackbone(64, 16, relu=True), dm.num_classes, dm.class_counts, classifier=CosineHead)

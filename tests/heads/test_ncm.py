@@ -78,6 +78,52 @@ def test_separable_features_are_classified_exactly(metric) -> None:
     assert accuracy == 1.0
 
 
+# centred by m = (1, 2): (3, 4), (-3, 4), (0, -8) -> normalised (0.6, 0.8), (-0.6, 0.8), (0, -1)
+CENTRED = torch.tensor([[4.0, 6.0], [-2.0, 6.0], [1.0, -6.0]])
+
+
+def test_centred_means_and_squared_distances_by_hand() -> None:
+    """The authors' default NCM (classifier-balancing ``KNNClassifier``, ``feat_type="cl2n"``, ``dist_type="l2"``)."""
+    m = CENTRED.mean(dim=0)
+    assert torch.allclose(m, torch.tensor([1.0, 2.0]))
+    sums, counts = class_feature_sums(CENTRED, LABELS, 3, normalize=True, center=m)
+    assert torch.allclose(sums, torch.tensor([[0.0, 1.6], [0.0, -1.0], [0.0, 0.0]]), atol=1e-6)
+    head = NCMHead(2, 3, metric="squared_euclidean", center=True)
+    head.set_means(sums, counts, feature_mean=m)
+    assert torch.allclose(head.class_means, torch.tensor([[0.0, 0.8], [0.0, -1.0], [0.0, 0.0]]), atol=1e-6)
+    out = head(torch.tensor([[1.0, 3.0], [4.0, 2.0]]))
+    # (1, 3) -> (0, 1): 0.2² = 0.04 and 2² = 4;  (4, 2) -> (1, 0): 1 + 0.64 = 1.64 and 1 + 1 = 2
+    assert torch.allclose(out[:, :2], torch.tensor([[-0.04, -4.0], [-1.64, -2.0]]), atol=1e-6)
+    assert torch.isneginf(out[:, 2]).all()
+    # "euclidean" is the square root of the same distances (same argmax)
+    plain = NCMHead(2, 3, metric="euclidean", center=True)
+    plain.set_means(sums, counts, feature_mean=m)
+    assert torch.allclose(plain(torch.tensor([[4.0, 2.0]]))[0, :2], -torch.tensor([1.64, 2.0]).sqrt(), atol=1e-6)
+    # the mean travels with the state dict of a centred head only
+    fresh = NCMHead(2, 3, metric="squared_euclidean", center=True)
+    fresh.load_state_dict(head.state_dict())
+    assert torch.equal(fresh.feature_mean, m) and "feature_mean" not in NCMHead(2, 3).state_dict()
+
+
+def test_centred_head_equals_the_reference_formula() -> None:
+    """``-(||x||² + ||c||² - 2 x·c)`` of ``x = (f - m) / ||f - m||`` against the class means of the same transform."""
+    torch.manual_seed(0)
+    train, y = torch.randn(40, 6, dtype=torch.float64) + 2.0, torch.arange(40) % 4
+    test = torch.randn(7, 6, dtype=torch.float64) + 2.0
+    m = train.mean(dim=0)
+
+    def transform(f: torch.Tensor) -> torch.Tensor:
+        g = f - m
+        return g / g.norm(dim=1, keepdim=True)
+
+    centroids = torch.stack([transform(train)[y == c].mean(dim=0) for c in range(4)])
+    x = transform(test)
+    reference = -((x**2).sum(1, keepdim=True) + (centroids**2).sum(1).unsqueeze(0) - 2 * x @ centroids.T)
+    head = NCMHead(6, 4, metric="squared_euclidean", center=True)
+    head.set_means(*class_feature_sums(train, y, 4, center=m), feature_mean=m)
+    assert torch.allclose(head(test).double(), reference, atol=1e-5)
+
+
 def test_state_dict_carries_the_means() -> None:
     head = _head("cosine")
     fresh = NCMHead(2, 3)
@@ -98,6 +144,14 @@ def test_bad_arguments() -> None:
         head.set_means(torch.zeros(2, 2), torch.ones(2, dtype=torch.long))
     with pytest.raises(ValueError, match="counts"):
         head.set_means(torch.zeros(3, 2), -torch.ones(3, dtype=torch.long))
+    with pytest.raises(ValueError, match="feature_mean"):
+        head.set_means(torch.zeros(3, 2), torch.ones(3, dtype=torch.long), feature_mean=torch.zeros(2))
+    with pytest.raises(ValueError, match="feature_mean"):
+        NCMHead(2, 3, center=True).set_means(torch.zeros(3, 2), torch.ones(3, dtype=torch.long))
+    with pytest.raises(ValueError, match="center must be"):
+        NCMHead(2, 3, center=1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="center must have shape"):
+        class_feature_sums(FEATURES, LABELS, 3, center=torch.zeros(3))
     with pytest.raises(ValueError, match="labels"):
         class_feature_sums(FEATURES, torch.tensor([0, 1, 3]), 3)
     with pytest.raises(ValueError, match="features"):

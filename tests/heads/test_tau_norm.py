@@ -49,6 +49,21 @@ def test_forward_by_hand_with_bias() -> None:
     assert no_bias.fc.bias is None
 
 
+def test_the_reference_drops_the_bias_by_hand() -> None:
+    """classifier-balancing ``tau_norm.py``: ``pnorm(weights, p)`` then ``dotproduct_similarity``: no bias."""
+    linear = nn.Linear(2, 2)
+    with torch.no_grad():
+        linear.weight.copy_(W)
+        linear.bias.copy_(torch.tensor([-1.0, 1.0]))
+    f = torch.tensor([[1.0, 1.0], [2.0, 0.0]])
+    # rows [0.6, 0.8] and [0, 1]: f=(1,1) -> 1.4, 1.0; f=(2,0) -> 1.2, 0.0 (with the bias: 0.4, 2.0 and 0.2, 1.0)
+    dropped = TauNormHead.from_linear(linear, 1.0, keep_bias=False)
+    assert torch.allclose(dropped(f), torch.tensor([[1.4, 1.0], [1.2, 0.0]]), atol=1e-6)
+    kept = TauNormHead.from_linear(linear, 1.0)
+    assert torch.allclose(kept(f), torch.tensor([[0.4, 2.0], [0.2, 1.0]]), atol=1e-6)
+    assert dropped(f).argmax(1).tolist() == [0, 0] and kept(f).argmax(1).tolist() == [1, 1]
+
+
 def test_tau_zero_is_bit_identical_to_the_linear_head_and_loads_its_state_dict() -> None:
     torch.manual_seed(0)
     linear = LinearHead(7, 4)
