@@ -13,8 +13,11 @@ expert logits ``z_e`` ``[B, C]`` of a multi-expert head and their mean ``z̄ = (
   :class:`~lt_lightning.callbacks.deferred_reweighting.DeferredReweighting`. ``α`` is ``base_loss_factor`` (1).
 * **diversity loss** ``λ · T̄² · KL(p̄ ‖ q_e)`` with ``p̄ = softmax(z̄ / T)`` computed without gradient (the ensemble
   is a fixed target), ``q_e = softmax(z_e / T)``, the KL averaged over the batch (``F.kl_div(log q_e, p̄,
-  reduction="batchmean")``). ``λ = diversity_factor = -0.2`` is *negative*: minimising the loss pushes each expert
-  *away* from the ensemble (diverse experts). ``T̄²`` keeps the gradient scale independent of ``T`` (Hinton et al.).
+  reduction="batchmean")``). ``λ = diversity_factor`` is *negative*: minimising the loss pushes each expert
+  *away* from the ensemble (diverse experts). The reference's CIFAR config
+  ``configs/config_imbalance_cifar100_ride.json`` sets ``λ = -0.45`` (so since January 2021: the repository's
+  issue #7; its first release had -0.2); ``-0.2`` is the default of its ``RIDELoss`` class and of this one.
+  ``T̄²`` keeps the gradient scale independent of ``T`` (Hinton et al.).
 * **distribution-aware temperature** (the reference's, active together with DRW): before the switch ``T = T_0``
   (``diversity_temperature``, 1); from the switch a per-class temperature ``T_c = T_0 · v_c`` with
   ``v_c = (C π_c r + 1 - r) / max_k (C π_k r + 1 - r)``, ``π_c = n_c / N`` and ``r = reweight_factor = 0.05``: head
@@ -189,9 +192,11 @@ class RIDELoss(ClassWeightedLoss):
     reference's ``_hook_before_epoch`` does; ``set_class_weights(None)`` switches both off. Both live in buffers
     (``class_weights``, ``reweighted``), so checkpoints carry them.
 
-    Defaults are the reference's CIFAR defaults (``RIDELoss`` and ``config_imbalance_cifar100_ride.json``): ``max_m =
-    0.5``, ``s = 30``, ``base_loss_factor = 1``, ``additional_diversity_factor = -0.2``, ``base_diversity_temperature =
-    1``, ``reweight_factor = 0.05``; DRW (effective number, ``β = 0.9999``) from epoch 160 of 200.
+    Defaults are the reference's ``RIDELoss`` defaults: ``max_m = 0.5``, ``s = 30``, ``base_loss_factor = 1``,
+    ``additional_diversity_factor = -0.2``, ``base_diversity_temperature = 1``, ``reweight_factor = 0.05``. Its CIFAR
+    config (``config_imbalance_cifar100_ride.json``) overrides the diversity factor to ``-0.45`` (set
+    ``diversity_factor=-0.45``, as ``configs/experiments/cifar*_lt/ride*.yaml`` do), with DRW (effective number,
+    ``β = 0.9999``) from epoch 160 of 200.
 
     Args:
         max_m: the largest LDAM margin (the rarest class's), in cosine units, ``>= 0``.
