@@ -7,7 +7,9 @@ A method is a combination of parts, never a subclass of this module:
   :class:`~lt_lightning.output.ModelOutput` for multi-expert heads;
 * ``criterion`` (:class:`~lt_lightning.losses.base.LongTailLoss`): ``(ModelOutput, target) → loss``;
 * ``optimizer`` / ``lr_scheduler``: callables built over the parameters that require grad, so a later stage that
-  freezes the backbone builds its optimizer over the head only.
+  freezes the backbone builds its optimizer over the head only. The scheduler is built inside
+  :func:`lt_lightning.schedule.run_epochs` with ``trainer.max_epochs``, so epochs given as fractions of the run
+  (``milestones: [0.8, 0.9]``) follow ``--trainer.max_epochs``.
 
 ``class_counts`` (the training counts, linked from the datamodule by the CLI) is a registered buffer and the single
 path by which losses, heads, metrics and callbacks learn the class prior: every
@@ -53,6 +55,7 @@ from lt_lightning.losses.cross_entropy import CrossEntropyLoss
 from lt_lightning.metrics import LongTailAccuracy
 from lt_lightning.output import ModelOutput, as_output
 from lt_lightning.prior import ClassPriorAware, broadcast_class_counts, validate_class_counts
+from lt_lightning.schedule import run_epochs
 
 HeadCallable = Callable[[int, int], nn.Module]
 
@@ -430,6 +433,10 @@ class LongTailModule(LightningModule):
         check_optimizer_hyperparameters(optimizer)
         if self.lr_scheduler_factory is None:
             return optimizer
-        scheduler = self.lr_scheduler_factory(optimizer)
+        trainer = self._trainer
+        max_epochs = trainer.max_epochs if trainer is not None else None
+        known = max_epochs if max_epochs is not None and max_epochs >= 1 else None
+        with run_epochs(known, strict=not (trainer is not None and trainer.fast_dev_run)):
+            scheduler = self.lr_scheduler_factory(optimizer)  # fractions of the run resolve against max_epochs
         scheduler_config = {"scheduler": scheduler, "interval": self.lr_scheduler_interval}
         return {"optimizer": optimizer, "lr_scheduler": scheduler_config}

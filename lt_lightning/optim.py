@@ -4,6 +4,12 @@ They are injected into :class:`~lt_lightning.module.LongTailModule` as ``LRSched
 ``lr_scheduler: {class_path: lt_lightning.optim.WarmupMultiStepLR, init_args: {...}}``) and stepped once per
 epoch. Each factor is a closed-form function of the epoch, so resuming from any checkpoint gives the same
 learning rate as a run that never stopped.
+
+Every epoch-valued argument is an epoch (``int``) or a fraction of the run (``float`` in ``(0, 1)``, see
+:mod:`lt_lightning.schedule`): ``milestones: [0.8, 0.9]`` is LDAM-DRW's ``[160, 180]`` at 200 epochs and ``[8, 9]``
+at 10, so ``--trainer.max_epochs`` rescales the whole schedule. The run's length ``T`` comes from ``total_epochs``
+when given, else from the module that builds the scheduler (:func:`lt_lightning.schedule.current_run`).
+Fractions resolve once, at construction, and the resolved epochs are saved with the scheduler's state.
 """
 
 from __future__ import annotations
@@ -13,6 +19,18 @@ from collections.abc import Sequence
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
+
+from lt_lightning.schedule import EpochValue, current_run, resolve_epoch, resolve_length
+
+
+def _run_length(total_epochs: int | None) -> tuple[int | None, bool]:
+    """``(total_epochs, True)`` if given, else the ``(length, strict)`` of the run the module builds the scheduler
+    for."""
+    if total_epochs is not None and (isinstance(total_epochs, bool) or not isinstance(total_epochs, int)):
+        raise ValueError(f"total_epochs must be an integer >= 1 or None, got {total_epochs!r}")
+    if total_epochs is not None and total_epochs < 1:
+        raise ValueError(f"total_epochs must be an integer >= 1 or None, got {total_epochs!r}")
+    return (total_epochs, True) if total_epochs is not None else current_run()
 
 
 class WarmupMultiStepLR(LRScheduler):
@@ -25,26 +43,33 @@ class WarmupMultiStepLR(LRScheduler):
         lr(e) = η                                    otherwise
 
     The paper's recipe is ``W = 5``, milestones ``(160, 180)`` with factors ``(0.01, 0.0001)`` of 200 epochs
-    (kaidic/LDAM-DRW ``adjust_learning_rate``). Factors are absolute multipliers of ``η``, not cumulative.
+    (kaidic/LDAM-DRW ``adjust_learning_rate``: ``epoch + 1 <= 5`` warms up, ``epoch + 1 > 160`` and ``> 180`` decay),
+    i.e. ``warmup_epochs=0.025, milestones=(0.8, 0.9)`` as fractions of the run. Factors are absolute multipliers
+    of ``η``, not cumulative. Two fractional milestones that round to the same epoch of a very short run keep the
+    later factor from there.
 
     Args:
         optimizer: wrapped optimizer.
-        warmup_epochs: ``W`` (0 disables warm-up).
-        milestones: epochs at which the factor changes, strictly increasing.
+        warmup_epochs: ``W``: epochs (0 disables warm-up) or a fraction of the run (at least one epoch).
+        milestones: epochs, or fractions of the run, at which the factor changes; strictly increasing.
         factors: multiplier of the base rate from each milestone on; same length as ``milestones``.
+        total_epochs: the run's length for fractions; ``None``: the length of the fit that builds the scheduler.
         last_epoch: the index of the last epoch (for resuming by hand; Lightning restores the state itself).
+
+    Raises:
+        ValueError: mismatched or non-increasing milestones, negative factors, an integer warm-up or milestone
+            at or beyond the end of a known run, a fraction without a known run length.
     """
 
     def __init__(
         self,
         optimizer: Optimizer,
-        warmup_epochs: int = 5,
-        milestones: Sequence[int] = (160, 180),
+        warmup_epochs: EpochValue = 5,
+        milestones: Sequence[EpochValue] = (160, 180),
         factors: Sequence[float] = (0.01, 0.0001),
+        total_epochs: int | None = None,
         last_epoch: int = -1,
     ) -> None:
-        if warmup_epochs < 0:
-            raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
         milestones, factors = list(milestones), list(factors)
         if len(milestones) != len(factors):
             raise ValueError(f"milestones ({milestones}) and factors ({factors}) must have the same length")
@@ -52,8 +77,13 @@ class WarmupMultiStepLR(LRScheduler):
             raise ValueError(f"milestones must be strictly increasing, got {milestones}")
         if any(f < 0 or not math.isfinite(f) for f in factors):
             raise ValueError(f"factors must be finite and non-negative, got {factors}")
-        self.warmup_epochs = warmup_epochs
-        self.milestones = milestones
+        run, strict = _run_length(total_epochs)
+        owner = type(self).__name__
+        if isinstance(warmup_epochs, int) and not isinstance(warmup_epochs, bool) and warmup_epochs == 0:
+            self.warmup_epochs = 0
+        else:
+            self.warmup_epochs = resolve_length(warmup_epochs, run, "warmup_epochs", owner, strict)
+        self.milestones = [resolve_epoch(m, run, "milestones", owner, strict) for m in milestones]
         self.factors = factors
         super().__init__(optimizer, last_epoch)
 
@@ -79,22 +109,35 @@ class WarmupCosineLR(LRScheduler):
 
     Args:
         optimizer: wrapped optimizer.
-        max_epochs: ``T``, the epoch count the cosine spans (usually ``trainer.max_epochs``).
-        warmup_epochs: ``W``; ``0 <= W < T``.
+        max_epochs: ``T``, the epochs the cosine spans: ``None`` (default) the whole run, an ``int`` a number of
+            epochs (at most the run), or a fraction of the run (``0.75``: the first 30 epochs of a 40-epoch run
+            whose last 10 are a classifier stage with its own schedule).
+        warmup_epochs: ``W``: epochs or a fraction of the run; ``0 <= W < T``.
         eta_min: final learning rate.
+        total_epochs: the run's length for ``None`` and fractions; ``None``: the length of the fit that builds the
+            scheduler.
         last_epoch: the index of the last epoch.
     """
 
     def __init__(
         self,
         optimizer: Optimizer,
-        max_epochs: int,
-        warmup_epochs: int = 0,
+        max_epochs: EpochValue | None = None,
+        warmup_epochs: EpochValue = 0,
         eta_min: float = 0.0,
+        total_epochs: int | None = None,
         last_epoch: int = -1,
     ) -> None:
-        if max_epochs <= 0:
-            raise ValueError(f"max_epochs must be positive, got {max_epochs}")
+        run, strict = _run_length(total_epochs)
+        owner = type(self).__name__
+        if max_epochs is None:
+            if run is None:
+                raise ValueError(f"{owner}: max_epochs=None spans the run, but the run's length is unknown here")
+            max_epochs = run
+        else:
+            max_epochs = resolve_length(max_epochs, run, "max_epochs", owner, strict)
+        if not (isinstance(warmup_epochs, int) and not isinstance(warmup_epochs, bool) and warmup_epochs == 0):
+            warmup_epochs = resolve_length(warmup_epochs, run, "warmup_epochs", owner, strict)
         if not 0 <= warmup_epochs < max_epochs:
             raise ValueError(f"warmup_epochs must be in [0, max_epochs={max_epochs}), got {warmup_epochs}")
         if eta_min < 0:

@@ -11,12 +11,16 @@ returns the path of its ``last.ckpt``:
   collective, so a stage longer than the process group's timeout is fine), then all meet at a barrier. The folder
   must be on a filesystem every process sees (multi-node: a shared one);
 * a main fit under ``fast_dev_run`` runs the stage for one training step (``max_steps=1``), enough to test the
-  wiring on a clean checkout.
+  wiring on a clean checkout;
+* the stage follows the main fit's budget: :func:`budget_arguments` gives it ``relative_epochs ·
+  trainer.max_epochs`` epochs (SSP pre-trains 200 epochs before a 200-epoch fit, 10 before a 10-epoch budget), and
+  the stage config's schedules, written as fractions of the run, scale with it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import subprocess
 import sys
 import time
@@ -54,6 +58,24 @@ def resolve_config_args(args: Sequence[str]) -> tuple[list[str], list[Path]]:
             inline.append(resolve_config(arg.split("=", 1)[1]).resolve())
             out[i] = f"--config={inline[-1]}"
     return out, files + inline
+
+
+def check_relative_epochs(value: float | None) -> float | None:
+    """``value`` if it is ``None`` or a finite number ``> 0`` (the earlier stage's epochs per epoch of this fit)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+        raise ValueError(f"relative_epochs must be a finite number > 0 or None, got {value!r}")
+    return float(value)
+
+
+def budget_arguments(trainer: pl.Trainer, relative_epochs: float | None) -> list[str]:
+    """``["--trainer.max_epochs=N"]``, ``N = max(1, round(relative_epochs · trainer.max_epochs))``: the earlier
+    stage's length follows this fit's budget (``[]`` for ``None``, or when this fit has no epoch budget)."""
+    max_epochs = trainer.max_epochs
+    if relative_epochs is None or max_epochs is None or max_epochs < 1:
+        return []
+    return [f"--trainer.max_epochs={max(1, round(relative_epochs * max_epochs))}"]
 
 
 def prestage_folder(config: str | Path, args: Sequence[str], directory: str | Path) -> Path:

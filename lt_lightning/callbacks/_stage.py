@@ -1,9 +1,10 @@
 """``FrozenStage``: the mechanics every second training stage on a frozen stage-1 model shares.
 
 Decoupled classifier re-training (cRT / LWS, Kang et al., ICLR 2020) and RIDE's expert-router stage (Wang et al.,
-ICLR 2021) both freeze what stage 1 learned -- in ``eval()`` mode, so BatchNorm statistics stay bit-identical -- and
-train one part (the classifier, per-class scales, the router) with their own loss, sampler, optimizer and LR
-schedule. A subclass says *which* part (the hooks below); this base does the rest:
+ICLR 2021) both freeze what stage 1 learned -- in ``eval()`` mode by default, so BatchNorm statistics stay
+bit-identical (a subclass may keep BatchNorm in train mode: :func:`shift_batchnorm`) -- and train one part (the
+classifier, per-class scales, the router) with their own loss, sampler, optimizer and LR schedule. A subclass
+says *which* part (the hooks below); this base does the rest:
 
 * **when**: the last ``epochs`` epochs of one fit (or from ``start_epoch``, an epoch or a fraction of
   ``trainer.max_epochs``), or a whole second fit from a stage-1 checkpoint (``init_from``: weights loaded and frozen
@@ -35,11 +36,11 @@ from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
-from lt_lightning.callbacks._schedule import resolve_switch_epoch, validate_switch_epoch
 from lt_lightning.callbacks.data_fingerprint import check_init_from, data_mismatch_allowed
 from lt_lightning.data.base import SamplerFactory
 from lt_lightning.data.staged import StagedSampler
 from lt_lightning.optim import WarmupCosineLR
+from lt_lightning.schedule import EpochValue, resolve_epoch, resolve_length, validate_epoch_value
 
 
 def read_stage1_state(path: str, owner: str) -> dict[str, torch.Tensor]:
@@ -87,7 +88,8 @@ class FrozenStage(Callback):
     Args:
         start_epoch: first epoch (0-based) of the stage in a single fit, or a fraction of ``trainer.max_epochs`` in
             ``(0, 1)``; ``None``: the last ``epochs`` epochs. Not allowed with ``init_from``.
-        epochs: length of the stage when ``start_epoch`` is ``None``.
+        epochs: length of the stage when ``start_epoch`` is ``None``: a number of epochs, or a fraction of the run in
+            ``(0, 1)`` (at least one epoch; ``0.0476``: 10 of 210 epochs, 1 of a 20-epoch budget).
         init_from: a stage-1 checkpoint; the whole fit is then the stage (set ``trainer.max_epochs`` to its length).
         optimizer: optimizer factory of the stage over the trainable parameters; ``None``: the subclass's default.
         lr_scheduler: scheduler factory of the stage (stepped per epoch, counted from the stage's first epoch);
@@ -110,7 +112,7 @@ class FrozenStage(Callback):
     def __init__(
         self,
         start_epoch: int | float | None = None,
-        epochs: int = 10,
+        epochs: EpochValue = 10,
         init_from: str | None = None,
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
@@ -119,10 +121,11 @@ class FrozenStage(Callback):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-            raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
+        if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs < 1:
+            raise ValueError(f"epochs must be an integer >= 1 or a fraction of the run in (0, 1), got {epochs!r}")
+        validate_epoch_value(epochs, "epochs")
         if start_epoch is not None:
-            validate_switch_epoch(start_epoch, "start_epoch")
+            validate_epoch_value(start_epoch, "start_epoch")
             if init_from is not None:
                 raise ValueError(
                     f"start_epoch={start_epoch} is for a single fit; with init_from the whole fit is the stage"
@@ -170,6 +173,10 @@ class FrozenStage(Callback):
         """Give the trained part its stage-start weights (seeded with ``self.seed``)."""
         raise NotImplementedError
 
+    def _frozen_description(self) -> str:
+        """How the frozen part runs, for the stage's log line."""
+        return "the rest is frozen in eval mode"
+
     def _set_active(self, pl_module: pl.LightningModule, active: bool) -> None:
         """Switch stage-specific behaviour of the model on or off (e.g. scales, routing)."""
 
@@ -214,14 +221,14 @@ class FrozenStage(Callback):
             rank_zero_info(f"{self._name}: fast_dev_run: the stage switch runs at the first step (a wiring check)")
             return 0
         if self.start_epoch is None:
-            start = max_epochs - self.epochs
+            start = max_epochs - resolve_length(self.epochs, max_epochs, "epochs", self._name, strict=False)
             if start < 1:
                 raise ValueError(
                     f"{self._name}: a stage of epochs={self.epochs} leaves no stage-1 epoch in "
                     f"trainer.max_epochs={max_epochs}: raise max_epochs, lower epochs, or give init_from"
                 )
             return start
-        start = resolve_switch_epoch(self.start_epoch, max_epochs, "start_epoch")
+        start = resolve_epoch(self.start_epoch, max_epochs, "start_epoch", self._name, strict=False)
         if not 1 <= start < max_epochs:
             raise ValueError(
                 f"{self._name}: start_epoch={self.start_epoch} (epoch {start}) must be in [1, max_epochs="
@@ -332,11 +339,11 @@ class FrozenStage(Callback):
             trainer.strategy.setup_optimizers(trainer)
         rank_zero_info(
             f"{self._name}: stage from epoch {self.resolved_start_epoch} ({self._stage_length} epochs) trains "
-            f"{self.trains}; the rest is frozen in eval mode"
+            f"{self.trains}; {self._frozen_description()}"
         )
 
     def apply(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> bool:
-        """Idempotent: enter the stage at its first epoch, and keep the frozen parts in eval mode."""
+        """Idempotent: enter the stage at its first epoch, and (re-)apply the frozen parts' mode."""
         if self.resolved_start_epoch is None:
             raise RuntimeError(f"{self._name}: the start epoch is resolved at setup (fit)")
         if epoch >= self.resolved_start_epoch and not self.active:

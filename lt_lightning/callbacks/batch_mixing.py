@@ -30,8 +30,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
-from lt_lightning.callbacks._schedule import resolve_switch_epoch, validate_switch_epoch
 from lt_lightning.data.mixing import check_alpha, cutmix, cutmix_box, mix_targets, mixup, remix_label_weights
+from lt_lightning.schedule import resolve_epoch, resolve_length, validate_epoch_value
 
 __all__ = ["BatchMixing"]
 
@@ -53,9 +53,10 @@ class BatchMixing(Callback):
         tau: Remix's image-weight threshold in ``(0, 1]`` (0.5 in the paper).
         prob: probability in ``[0, 1]`` that a batch is mixed (1: every batch; CutMix's CIFAR recipe uses 0.5).
         stop_epoch: first epoch without mixing: an integer epoch, a fraction of ``trainer.max_epochs`` in
-            ``(0, 1)``, or a negative integer ``-k`` for "the last ``k`` epochs train without mixing"
-            (``max_epochs - k``; MiSLAS's ``-10`` before its 10-epoch stage 2, whatever the budget); ``None``: mix
-            until the end of the fit.
+            ``(0, 1)``, or a negative value for "the last ``k`` epochs train without mixing": ``-k`` epochs, or
+            ``-f`` with ``f`` in ``(0, 1)`` a fraction of the run resolved as a stage's length
+            (``k = max(1, round(f · T))``: MiSLAS's ``-0.0476`` stops mixing exactly where its classifier stage of
+            ``epochs: 0.0476`` starts, at any budget); ``None``: mix until the end of the fit.
         seed: integer ``>= 0``, the base of every batch's generator.
 
     Attributes:
@@ -83,10 +84,10 @@ class BatchMixing(Callback):
             raise ValueError(f"tau must be in (0, 1], got {tau!r}")
         if isinstance(prob, bool) or not isinstance(prob, (int, float)) or not 0.0 <= prob <= 1.0:
             raise ValueError(f"prob must be in [0, 1], got {prob!r}")
-        if isinstance(stop_epoch, int) and not isinstance(stop_epoch, bool) and stop_epoch < 0:
-            pass  # counted from the end, resolved against trainer.max_epochs at setup
+        if isinstance(stop_epoch, (int, float)) and not isinstance(stop_epoch, bool) and stop_epoch < 0:
+            validate_epoch_value(-stop_epoch, "stop_epoch (negated: the epochs without mixing at the end)")
         elif stop_epoch is not None:
-            stop_epoch = validate_switch_epoch(stop_epoch, "stop_epoch")
+            stop_epoch = validate_epoch_value(stop_epoch, "stop_epoch")
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
         self.method = method
@@ -146,18 +147,23 @@ class BatchMixing(Callback):
         for name in ("train_batch_transform", "num_classes", "class_counts"):
             if not hasattr(pl_module, name):
                 raise ValueError(f"BatchMixing needs a LongTailModule; {type(pl_module).__name__} has no {name}")
-        if isinstance(self.stop_epoch, int) and self.stop_epoch < 0:
-            max_epochs = trainer.max_epochs
+        max_epochs = trainer.max_epochs
+        if self.stop_epoch is not None and self.stop_epoch < 0:
             if trainer.fast_dev_run:  # a one-step wiring check: as a stage switch there, the end comes first
                 self.resolved_stop_epoch = 0
-            elif max_epochs is None or max_epochs + self.stop_epoch < 1:
-                raise ValueError(
-                    f"stop_epoch={self.stop_epoch} leaves no epoch with mixing: trainer.max_epochs is {max_epochs}"
-                )
             else:
-                self.resolved_stop_epoch = max_epochs + self.stop_epoch
+                if max_epochs is None or max_epochs < 1:
+                    raise ValueError(f"stop_epoch={self.stop_epoch} counts from the end, but max_epochs={max_epochs}")
+                last = resolve_length(-self.stop_epoch, max_epochs, "stop_epoch", "BatchMixing", strict=False)
+                if max_epochs - last < 1:
+                    raise ValueError(
+                        f"stop_epoch={self.stop_epoch} leaves no epoch with mixing: trainer.max_epochs is {max_epochs}"
+                    )
+                self.resolved_stop_epoch = max_epochs - last
         elif self.stop_epoch is not None:
-            self.resolved_stop_epoch = resolve_switch_epoch(self.stop_epoch, trainer.max_epochs, "stop_epoch")
+            self.resolved_stop_epoch = resolve_epoch(
+                self.stop_epoch, max_epochs, "stop_epoch", "BatchMixing", not trainer.fast_dev_run
+            )
         self._trainer, self._module = trainer, pl_module
 
     def _installed(self, pl_module: pl.LightningModule) -> bool:

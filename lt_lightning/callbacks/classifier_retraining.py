@@ -18,12 +18,16 @@ in train mode, so their running statistics move to the stage's class-balanced ba
 smoothing (``criterion``: :class:`~lt_lightning.losses.label_aware_smoothing.LabelAwareSmoothingLoss`), and it trains
 without mixup (end :class:`~lt_lightning.callbacks.batch_mixing.BatchMixing` at the stage with ``stop_epoch``).
 
-At the stage switch this callback freezes the backbone in ``eval()`` mode (weights and BatchNorm statistics stay
-bit-identical; with ``shift_bn`` the statistics move), re-initialises the classifier (cRT, seeded: every DDP rank
-and every resume draws the same weights) or activates the scales (LWS), switches the loss to cross-entropy
-(``criterion``), sampling to class-balanced (``sampler``; :class:`~lt_lightning.data.staged.StagedSampler` keeps
-the dataloader fixed for the fit), and builds a fresh optimizer and LR schedule over the parameters left trainable
-(cosine over the stage by default).
+At the stage switch this callback freezes the backbone's weights (``requires_grad=False``) and puts it in
+``eval()`` mode (``backbone_mode="eval"``, the default: weights and BatchNorm statistics stay bit-identical) or keeps
+its BatchNorm layers in ``train()`` mode (``backbone_mode="train"``: the running statistics move to the stage's
+class-balanced batches while every weight stays fixed; facebookresearch/classifier-balancing ``run_networks.py``
+calls ``model.train()`` on every network each epoch and freezes the backbone's parameters only, so ``"train"`` is
+the reference cRT / LWS; MiSLAS's ``shift_bn`` is the same thing), re-initialises the classifier (cRT, seeded:
+every DDP rank and every resume draws the same weights) or activates the scales (LWS), switches the loss to
+cross-entropy (``criterion``), sampling to class-balanced (``sampler``; :class:`~lt_lightning.data.staged.
+StagedSampler` keeps the dataloader fixed for the fit), and builds a fresh optimizer and LR schedule over the
+parameters left trainable (cosine over the stage by default).
 
 Two ways to run it:
 
@@ -53,11 +57,14 @@ from lt_lightning.callbacks._stage import FrozenStage, seeded_reset, shift_batch
 from lt_lightning.data.base import SamplerFactory
 from lt_lightning.heads.lws import LWSHead
 from lt_lightning.losses.cross_entropy import CrossEntropyLoss
+from lt_lightning.schedule import EpochValue
 
 __all__ = ["ClassifierRetraining"]
 
 Method = Literal["crt", "lws", "lws_finetune"]
 METHODS = ("crt", "lws", "lws_finetune")
+BackboneMode = Literal["eval", "train"]
+BACKBONE_MODES = ("eval", "train")
 
 
 class ScaledClassifierLR:
@@ -99,7 +106,8 @@ class ClassifierRetraining(FrozenStage):
             MiSLAS's stage 2).
         start_epoch: first epoch (0-based) of the stage in a single fit, or a fraction of ``trainer.max_epochs`` in
             ``(0, 1)``; ``None``: the last ``epochs`` epochs. Not allowed with ``init_from``.
-        epochs: length of the stage when ``start_epoch`` is ``None`` (10 in Kang et al.).
+        epochs: length of the stage when ``start_epoch`` is ``None`` (10 in Kang et al.): epochs, or a fraction of
+            the run in ``(0, 1)`` that scales with the budget.
         init_from: a stage-1 checkpoint; the whole fit is then the stage (set ``trainer.max_epochs`` to its length).
         optimizer: optimizer factory of the stage over the trainable parameters; ``None``: the module's own.
         lr_scheduler: scheduler factory of the stage (stepped per epoch, counted from the stage's first epoch);
@@ -111,7 +119,15 @@ class ClassifierRetraining(FrozenStage):
         seed: seed of cRT's classifier re-initialisation.
         shift_bn: keep the backbone's BatchNorm layers in train mode during the stage (weights frozen, running
             statistics updated on the stage's batches: MiSLAS's shift learning on BatchNorm); ``False``: the whole
-            backbone is in eval mode and bit-identical.
+            backbone is in eval mode and bit-identical. The same as ``backbone_mode="train"``.
+        backbone_mode: the frozen backbone's mode during the stage: ``"eval"`` (bit-identical, BatchNorm normalises
+            with the stage-1 running statistics) or ``"train"`` (BatchNorm layers in train mode, the rest in eval
+            mode: :func:`~lt_lightning.callbacks._stage.shift_batchnorm`; no weight changes, the running statistics
+            follow the stage's sampling). The reference cRT / LWS (Kang et al., classifier-balancing
+            ``run_networks.py``) train in ``"train"`` mode; KCL's classifier stage (bingykang/BalFeat
+            ``main_lincls.py``) in ``"eval"``. ``None``: ``"train"`` if ``shift_bn`` else ``"eval"``. The mode is
+            not checkpointed; it is re-applied at every epoch start, so a resumed run is the run that never stopped
+            (the running statistics are in the state dict).
         classifier_lr_factor: the classifier's learning rate is the stage optimizer's times this factor (``> 0``;
             LWS scales keep the stage's; MiSLAS: 0.5 on CIFAR-10-LT, 0.2 on CIFAR-100-LT at rho = 100).
 
@@ -127,7 +143,7 @@ class ClassifierRetraining(FrozenStage):
         self,
         method: Method = "crt",
         start_epoch: int | float | None = None,
-        epochs: int = 10,
+        epochs: EpochValue = 10,
         init_from: str | None = None,
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
@@ -136,11 +152,19 @@ class ClassifierRetraining(FrozenStage):
         seed: int = 0,
         shift_bn: bool = False,
         classifier_lr_factor: float = 1.0,
+        backbone_mode: BackboneMode | None = None,
     ) -> None:
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if not isinstance(shift_bn, bool):
             raise ValueError(f"shift_bn must be a bool, got {shift_bn!r}")
+        if backbone_mode is not None and backbone_mode not in BACKBONE_MODES:
+            raise ValueError(f"backbone_mode must be one of {BACKBONE_MODES} or None, got {backbone_mode!r}")
+        if shift_bn and backbone_mode == "eval":
+            raise ValueError(
+                "shift_bn=True keeps the backbone's BatchNorm layers in train mode, but backbone_mode='eval' asks for "
+                "eval mode: give one of them (shift_bn=True is backbone_mode='train')"
+            )
         if (
             isinstance(classifier_lr_factor, bool)
             or not isinstance(classifier_lr_factor, (int, float))
@@ -155,6 +179,7 @@ class ClassifierRetraining(FrozenStage):
         super().__init__(start_epoch, epochs, init_from, optimizer, lr_scheduler, criterion, sampler, seed)
         self.method = method
         self.shift_bn = shift_bn
+        self.backbone_mode: BackboneMode = backbone_mode or ("train" if shift_bn else "eval")
         self.classifier_lr_factor = float(classifier_lr_factor)
 
     def _identity(self) -> dict[str, Any]:
@@ -188,7 +213,7 @@ class ClassifierRetraining(FrozenStage):
 
     def _freeze(self, pl_module: pl.LightningModule) -> None:
         pl_module.backbone.requires_grad_(False)
-        if self.shift_bn:
+        if self.backbone_mode == "train":
             shift_batchnorm(pl_module.backbone)
         else:
             pl_module.backbone.eval()
@@ -200,6 +225,11 @@ class ClassifierRetraining(FrozenStage):
         else:
             classifier.requires_grad_(True)
             classifier.train()
+
+    def _frozen_description(self) -> str:
+        if self.backbone_mode == "train":
+            return "the backbone is frozen with its BatchNorm layers in train mode (running statistics move)"
+        return super()._frozen_description()
 
     def _reinitialise(self, pl_module: pl.LightningModule) -> None:
         if self.method == "crt":

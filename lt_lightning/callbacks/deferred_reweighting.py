@@ -30,8 +30,8 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
-from lt_lightning.callbacks._schedule import resolve_switch_epoch, validate_switch_epoch
 from lt_lightning.losses.weighting import effective_number_weights, inverse_power_weights
+from lt_lightning.schedule import resolve_epoch, validate_epoch_value
 
 __all__ = ["DeferredReweighting"]
 
@@ -67,7 +67,7 @@ class DeferredReweighting(Callback):
         power: float = 1.0,
     ) -> None:
         super().__init__()
-        switch_epoch = validate_switch_epoch(switch_epoch)
+        switch_epoch = validate_epoch_value(switch_epoch, "switch_epoch")
         if isinstance(weighting, str):
             if weighting not in ("effective_number", "inverse_power"):
                 raise ValueError(
@@ -170,13 +170,9 @@ class DeferredReweighting(Callback):
         if stage == "fit":  # fail at start-up, not at epoch E
             self._criterion(pl_module)
             self.class_weights(self._class_counts(pl_module))
-            max_epochs = trainer.max_epochs
-            self.resolved_switch_epoch = resolve_switch_epoch(self.switch_epoch, max_epochs)
-            if max_epochs is not None and max_epochs > 0 and self.resolved_switch_epoch >= max_epochs:
-                rank_zero_warn(
-                    f"DeferredReweighting: switch_epoch={self.switch_epoch} >= max_epochs={max_epochs}: "
-                    "the weights never switch in this run (scale switch_epoch with the budget)"
-                )
+            self.resolved_switch_epoch = resolve_epoch(
+                self.switch_epoch, trainer.max_epochs, "switch_epoch", "DeferredReweighting", not trainer.fast_dev_run
+            )
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._loaded is not None and self._loaded != self._config():

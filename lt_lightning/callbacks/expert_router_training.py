@@ -39,6 +39,7 @@ from lt_lightning.callbacks._stage import FrozenStage, seeded_reset
 from lt_lightning.data.base import SamplerFactory
 from lt_lightning.heads.routed_multi_expert import RoutedMultiExpertHead
 from lt_lightning.losses.expert_router import ExpertRouterLoss
+from lt_lightning.schedule import EpochValue
 
 __all__ = ["ExpertRouterTraining", "ride_router_sgd"]
 
@@ -60,7 +61,8 @@ class ExpertRouterTraining(FrozenStage):
     Args:
         start_epoch: first epoch (0-based) of the stage in a single fit, or a fraction of ``trainer.max_epochs`` in
             ``(0, 1)``; ``None``: the last ``epochs`` epochs. Not allowed with ``init_from``.
-        epochs: length of the stage when ``start_epoch`` is ``None`` (reference: 5).
+        epochs: length of the stage when ``start_epoch`` is ``None`` (reference: 5): epochs, or a fraction of the
+            run in ``(0, 1)``.
         init_from: a stage-1 checkpoint; the whole fit is then the stage.
         optimizer: optimizer factory of the stage over the router; ``None``: :func:`ride_router_sgd`.
         lr_scheduler: scheduler factory (per epoch, counted from the stage's first epoch); ``None``: cosine to 0.
@@ -79,7 +81,7 @@ class ExpertRouterTraining(FrozenStage):
     def __init__(
         self,
         start_epoch: int | float | None = None,
-        epochs: int = 5,
+        epochs: EpochValue = 5,
         init_from: str | None = None,
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,

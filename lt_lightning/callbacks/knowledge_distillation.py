@@ -34,7 +34,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
-from lt_lightning.callbacks._prestage import resolve_config, run_prestage
+from lt_lightning.callbacks._prestage import budget_arguments, check_relative_epochs, resolve_config, run_prestage
 from lt_lightning.class_path import import_class_path
 from lt_lightning.losses.distillation import TEACHER_KEY
 from lt_lightning.module import LongTailModule
@@ -141,7 +141,11 @@ class KnowledgeDistillation(Callback):
             ``teacher_config``.
         teacher_config: the teacher's YAML; the teacher is fitted first within the same command (once: cached under
             ``prestage_dir``). ``configs/...`` paths are found in the lt_lightning checkout too.
-        teacher_args: further CLI arguments of the teacher's fit (e.g. ``["--trainer.max_epochs=50"]``).
+        teacher_args: further CLI arguments of the teacher's fit (e.g. ``["--trainer.max_epochs=50"]``; they win over
+            the budget).
+        relative_epochs: with ``teacher_config``, the teacher trains ``round(relative_epochs · trainer.max_epochs)``
+            epochs (1.0: as many as the student), so a budget change rescales the teacher too; ``None``: the
+            teacher config's own ``max_epochs``.
         prestage_dir: where the teacher's pre-stage folders go.
         share_data: with ``teacher_config``, pass the student's data arguments (see :func:`student_data_arguments`)
             to the teacher's fit, so it trains on the student's training set; its config must then name the same
@@ -157,6 +161,7 @@ class KnowledgeDistillation(Callback):
         teacher_checkpoint: str | None = None,
         teacher_config: str | None = None,
         teacher_args: list[str] | None = None,
+        relative_epochs: float | None = 1.0,
         prestage_dir: str = "logs/prestages",
         share_data: bool = True,
     ) -> None:
@@ -179,6 +184,7 @@ class KnowledgeDistillation(Callback):
         self.teacher_checkpoint = None if teacher_checkpoint is None else os.fspath(teacher_checkpoint)
         self.teacher_config = None if teacher_config is None else os.fspath(teacher_config)
         self.teacher_args = args
+        self.relative_epochs = check_relative_epochs(relative_epochs)
         self.prestage_dir = prestage_dir
         self.share_data = bool(share_data)
         self.teacher: LongTailModule | None = None
@@ -208,7 +214,7 @@ class KnowledgeDistillation(Callback):
         rank_zero_info(f"KnowledgeDistillation: teacher loaded from {path} (frozen, eval mode)")
 
     def _prestage_args(self, trainer: pl.Trainer) -> list[str]:
-        args = list(self.teacher_args)
+        args = [*budget_arguments(trainer, self.relative_epochs), *self.teacher_args]
         datamodule = trainer.datamodule
         if not self.share_data or datamodule is None:
             return args

@@ -32,8 +32,8 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 
-from lt_lightning.callbacks._schedule import resolve_switch_epoch, validate_switch_epoch
 from lt_lightning.data.resampling import DeferredResampler, ProgressiveSampler, progressive_mixing
+from lt_lightning.schedule import resolve_epoch, validate_epoch_value
 
 __all__ = ["ResamplingSchedule"]
 
@@ -74,7 +74,7 @@ class ResamplingSchedule(Callback):
         if schedule == "drs":
             if switch_epoch is None:
                 raise ValueError("schedule='drs' needs switch_epoch (an epoch >= 0 or a fraction in (0, 1)), got None")
-            validate_switch_epoch(switch_epoch)
+            validate_epoch_value(switch_epoch, "switch_epoch")
             if total_epochs is not None:
                 raise ValueError(f"total_epochs is for schedule='progressive'; got total_epochs={total_epochs}")
         else:
@@ -153,18 +153,13 @@ class ResamplingSchedule(Callback):
                     f"which is {max_epochs}: set total_epochs"
                 )
             self._resolved_total = int(max_epochs)
-        max_epochs = trainer.max_epochs
         if self.schedule == "drs":
-            self.resolved_switch_epoch = resolve_switch_epoch(self.switch_epoch, max_epochs)  # type: ignore[arg-type]
-        if (
-            self.schedule == "drs"
-            and max_epochs is not None
-            and max_epochs > 0
-            and self.resolved_switch_epoch >= max_epochs
-        ):
-            rank_zero_warn(
-                f"ResamplingSchedule: switch_epoch={self.switch_epoch} >= max_epochs={max_epochs}: "
-                "sampling never becomes class-balanced in this run (scale switch_epoch with the budget)"
+            self.resolved_switch_epoch = resolve_epoch(
+                self.switch_epoch,  # type: ignore[arg-type]
+                trainer.max_epochs,
+                "switch_epoch",
+                "ResamplingSchedule",
+                not trainer.fast_dev_run,
             )
         current = datamodule.sampler
         if current is not None and current is not self._factory:

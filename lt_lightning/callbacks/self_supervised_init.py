@@ -35,7 +35,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
 from lt_lightning.backbones._checkpoint import describe_mismatch
-from lt_lightning.callbacks._prestage import resolve_config, run_prestage
+from lt_lightning.callbacks._prestage import budget_arguments, check_relative_epochs, resolve_config, run_prestage
 from lt_lightning.callbacks._stage import read_stage1_state
 from lt_lightning.callbacks.data_fingerprint import check_init_from, data_mismatch_allowed
 
@@ -112,7 +112,11 @@ class SelfSupervisedInit(Callback):
             any lt_lightning model's).
         config: the pretext fit's YAML, run within this command when no checkpoint is given (``configs/...``
             paths are also found relative to the lt_lightning checkout).
-        args: further CLI arguments of the pretext fit (e.g. ``["--trainer.max_epochs=50"]``).
+        args: further CLI arguments of the pretext fit (e.g. ``["--trainer.max_epochs=50"]``; they win over the
+            forwarded data and budget).
+        relative_epochs: the pretext fit trains ``round(relative_epochs · trainer.max_epochs)`` epochs (1.0: as
+            many as this fit, the reference's 200 + 200 on CIFAR), so a budget change rescales the pre-training
+            too; ``None``: the pretext config's own ``max_epochs``.
         prestage_dir: folder of the pretext fits (``<prestage_dir>/<config stem>-<hash>``).
         strict: every backbone key must be in the checkpoint and every checkpoint ``backbone.`` key in the backbone;
             ``False`` loads the keys both have (shapes are checked either way).
@@ -131,6 +135,7 @@ class SelfSupervisedInit(Callback):
         checkpoint: str | None = None,
         config: str | None = None,
         args: list[str] | None = None,
+        relative_epochs: float | None = 1.0,
         prestage_dir: str = "logs/prestages",
         strict: bool = True,
         forward_data: bool = True,
@@ -150,6 +155,7 @@ class SelfSupervisedInit(Callback):
         self.checkpoint = checkpoint
         self.config = config
         self.args = [str(a) for a in (args or [])]
+        self.relative_epochs = check_relative_epochs(relative_epochs)
         self.prestage_dir = prestage_dir
         self.strict = bool(strict)
         self.forward_data = bool(forward_data)
@@ -165,7 +171,8 @@ class SelfSupervisedInit(Callback):
         forwarded: list[str] = []
         if self.forward_data:
             forwarded = data_arguments(trainer.datamodule, self.config)  # type: ignore[arg-type]
-        return [*forwarded, *self.args]  # the user's arguments come last: they win
+        budget = budget_arguments(trainer, self.relative_epochs)
+        return [*forwarded, *budget, *self.args]  # the user's arguments come last: they win
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":

@@ -232,12 +232,12 @@ def test_mid_epoch_resume_applies_the_weights_of_the_resumed_epoch(tmp_path: Pat
 
 
 def test_resume_with_another_switch_epoch_warns(tmp_path: Path) -> None:
-    trainer, _, _ = _fit([DeferredReweighting(switch_epoch=2, beta=0.9)], tmp_path / "a", max_epochs=1)
+    trainer, _, _ = _fit([DeferredReweighting(switch_epoch=0, beta=0.9)], tmp_path / "a", max_epochs=1)
     ckpt = tmp_path / "a.ckpt"
     trainer.save_checkpoint(ckpt)
     state = torch.load(ckpt, weights_only=False)
-    old, new = DeferredReweighting(2, beta=0.9), DeferredReweighting(3, beta=0.9)
+    old, new = DeferredReweighting(0, beta=0.9), DeferredReweighting(2, beta=0.9)
     state["callbacks"][new.state_key] = state["callbacks"].pop(old.state_key)
     torch.save(state, ckpt)
     with pytest.warns(UserWarning, match="resuming with"):
-        _fit([new], tmp_path / "b", max_epochs=2, ckpt_path=str(ckpt))
+        _fit([new], tmp_path / "b", max_epochs=3, ckpt_path=str(ckpt))

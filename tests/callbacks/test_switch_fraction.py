@@ -9,10 +9,10 @@ from torch import Tensor, nn
 
 from lt_lightning.backbones.base import Backbone
 from lt_lightning.callbacks import DeferredReweighting, ResamplingSchedule
-from lt_lightning.callbacks._schedule import resolve_switch_epoch
 from lt_lightning.data.synthetic import SyntheticLTDataModule
 from lt_lightning.losses import WeightedCrossEntropyLoss
 from lt_lightning.module import LongTailModule
+from lt_lightning.schedule import resolve_epoch
 
 
 class TinyBackbone(Backbone):
@@ -29,7 +29,7 @@ class TinyBackbone(Backbone):
     ("value", "max_epochs", "epoch"), [(160, 200, 160), (0.8, 200, 160), (0.8, 40, 32), (0.8, 30, 24)]
 )
 def test_resolve_switch_epoch(value, max_epochs, epoch) -> None:
-    assert resolve_switch_epoch(value, max_epochs) == epoch
+    assert resolve_epoch(value, max_epochs, "switch_epoch") == epoch
 
 
 @pytest.mark.parametrize("value", [-1, 0.0, 1.0, 1.5, -0.2, True, "8"])
