@@ -136,8 +136,8 @@ class WarmupCosineLR(LRScheduler):
             max_epochs = run
         else:
             max_epochs = resolve_length(max_epochs, run, "max_epochs", owner, strict)
-        if not (isinstance(warmup_epochs, int) and not isinstance(warmup_epochs, bool) and warmup_epochs == 0):
-            warmup_epochs = resolve_length(warmup_epochs, run, "warmup_epochs", owner, strict)
+        if isinstance(warmup_epochs, float):  # a fraction: at least one epoch, but one cosine epoch in a tiny run
+            warmup_epochs = min(resolve_length(warmup_epochs, run, "warmup_epochs", owner, strict), max_epochs - 1)
         if not 0 <= warmup_epochs < max_epochs:
             raise ValueError(f"warmup_epochs must be in [0, max_epochs={max_epochs}), got {warmup_epochs}")
         if eta_min < 0:

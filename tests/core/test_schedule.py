@@ -78,6 +78,8 @@ def test_cosine_follows_the_run_or_a_fraction_of_it() -> None:
     with run_epochs(40):
         assert WarmupCosineLR(optimizer).max_epochs == 40
         assert WarmupCosineLR(optimizer, max_epochs=0.75, warmup_epochs=0.025).max_epochs == 30
+    with run_epochs(1):  # a fractional warm-up leaves the cosine one epoch of a 1-epoch run
+        assert WarmupCosineLR(optimizer, warmup_epochs=0.06).warmup_epochs == 0
     with pytest.raises(ValueError, match="max_epochs=None spans the run, but the run's length is unknown"):
         WarmupCosineLR(optimizer)
 
