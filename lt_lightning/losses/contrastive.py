@@ -18,11 +18,15 @@ where ``I`` is the set of anchors with at least one positive (an anchor without 
 Batches are view-major (``views`` augmented views of ``B`` images: image ``b``'s views at ``b, B + b, ...``), as
 :class:`~lt_lightning.data.base.LongTailDataModule` produces with ``views > 1``.
 
-The reference SupCon code (HobbitLong/SupContrast) also multiplies the loss by ``temperature / base_temperature``;
-both default to 0.07 there, so that factor is 1 and is left out here.
+The reference SupCon code (HobbitLong/SupContrast ``losses.py``, ``SupConLoss``) multiplies the loss by
+``t / base_temperature`` with ``base_temperature = 0.07`` fixed (its CIFAR runs set ``--temp`` alone, e.g. 0.1: a
+factor 1/0.7 = 1.43), and so does the KCL code (LTH14/targeted-supcon, ``SupConLoss(k=...)``, the same default):
+``base_temperature`` gives that factor; ``None`` (the default) or ``base_temperature = t`` give factor 1.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -43,6 +47,15 @@ def _check_features(features: Tensor, views: int) -> int:
 def _check_temperature(temperature: float) -> None:
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
+
+
+def temperature_factor(temperature: float, base_temperature: float | None) -> float:
+    """SupContrast's loss factor ``t / base_temperature``; 1 when ``base_temperature`` is ``None``."""
+    if base_temperature is None:
+        return 1.0
+    if not (base_temperature > 0 and math.isfinite(base_temperature)):
+        raise ValueError(f"base_temperature must be None or a finite number > 0, got {base_temperature}")
+    return temperature / base_temperature
 
 
 def same_image_mask(num_samples: int, views: int, device: torch.device | None = None) -> Tensor:
@@ -80,15 +93,19 @@ def k_positive_mask(
     return positives | (chosen & candidates)
 
 
-def contrastive_loss_from_mask(features: Tensor, positives: Tensor, temperature: float) -> Tensor:
+def contrastive_loss_from_mask(
+    features: Tensor, positives: Tensor, temperature: float, base_temperature: float | None = None
+) -> Tensor:
     """The formula of this module for an explicit ``[N, N]`` bool positive mask (the diagonal is ignored).
 
     Args:
         features: ``[N, d]`` L2-normalised features.
         positives: ``[N, N]`` bool, ``positives[i, p]``: ``p`` is a positive of anchor ``i``.
         temperature: ``t > 0``.
+        base_temperature: the loss is multiplied by ``t / base_temperature`` (SupContrast: 0.07); ``None``: by 1.
     """
     _check_temperature(temperature)
+    factor = temperature_factor(temperature, base_temperature)
     n = features.shape[0]
     if tuple(positives.shape) != (n, n):
         raise ValueError(f"positives must be [{n}, {n}], got shape {tuple(positives.shape)}")
@@ -100,7 +117,8 @@ def contrastive_loss_from_mask(features: Tensor, positives: Tensor, temperature:
     num_pos = pos.sum(dim=1)
     has_pos = num_pos > 0
     per_anchor = -(pos * log_prob.masked_fill(self_mask, 0.0)).sum(dim=1) / num_pos.clamp(min=1)
-    return (per_anchor * has_pos).sum() / has_pos.sum().clamp(min=1)
+    loss = (per_anchor * has_pos).sum() / has_pos.sum().clamp(min=1)
+    return loss if factor == 1.0 else loss * factor
 
 
 def supervised_contrastive_loss(
@@ -110,6 +128,7 @@ def supervised_contrastive_loss(
     k_positives: int | None = None,
     views: int = 1,
     generator: torch.Generator | None = None,
+    base_temperature: float | None = None,
 ) -> Tensor:
     """Supervised contrastive loss (SupCon), or KCL when ``k_positives`` is given.
 
@@ -121,9 +140,12 @@ def supervised_contrastive_loss(
             ``k`` random same-class samples (KCL); ``k = 0`` leaves the other views only (SimCLR).
         views: views per image; only KCL needs it (to tell an anchor's own views from other same-class images).
         generator: torch generator for KCL's draw (default: the global RNG).
+        base_temperature: the loss is multiplied by ``t / base_temperature`` (SupContrast and the KCL code: 0.07);
+            ``None``: by 1.
     """
     _check_features(features, views)
     _check_temperature(temperature)
+    temperature_factor(temperature, base_temperature)  # validate before drawing KCL's positives
     if labels.ndim != 1 or labels.shape[0] != features.shape[0]:
         raise ValueError(f"labels must be [{features.shape[0]}], got shape {tuple(labels.shape)}")
     if labels.dtype.is_floating_point or labels.dtype == torch.bool:
@@ -132,7 +154,7 @@ def supervised_contrastive_loss(
         positives = labels[:, None] == labels[None, :]
     else:
         positives = k_positive_mask(labels, k_positives, views, generator)
-    return contrastive_loss_from_mask(features, positives, temperature)
+    return contrastive_loss_from_mask(features, positives, temperature, base_temperature)
 
 
 def simclr_loss(features: Tensor, views: int, temperature: float) -> Tensor:

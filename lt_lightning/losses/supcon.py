@@ -58,6 +58,9 @@ class SupervisedContrastiveLoss(LongTailLoss):
             plus ``k`` random same-class samples, drawn from the global torch RNG seeded by ``seed_everything``).
         views: views per image in the batch (the datamodule's ``views``).
         classifier_weight: weight ``w >= 0`` of the classifier's cross-entropy (``0``: contrastive only).
+        base_temperature: the contrastive term is multiplied by ``temperature / base_temperature``, as in
+            HobbitLong/SupContrast ``losses.py`` and the KCL code (LTH14/targeted-supcon), both with 0.07 (the
+            reference configs set it); ``None`` (default) or ``base_temperature = temperature``: factor 1.
     """
 
     def __init__(
@@ -66,6 +69,7 @@ class SupervisedContrastiveLoss(LongTailLoss):
         k_positives: int | None = None,
         views: int = 2,
         classifier_weight: float = 1.0,
+        base_temperature: float | None = None,
     ) -> None:
         super().__init__()
         if not (temperature > 0 and math.isfinite(temperature)):
@@ -76,16 +80,21 @@ class SupervisedContrastiveLoss(LongTailLoss):
             raise ValueError(f"views must be an integer >= 1, got {views!r}")
         if not (classifier_weight >= 0 and math.isfinite(classifier_weight)):
             raise ValueError(f"classifier_weight must be a finite number >= 0, got {classifier_weight}")
+        if base_temperature is not None and not (base_temperature > 0 and math.isfinite(base_temperature)):
+            raise ValueError(f"base_temperature must be None or a finite number > 0, got {base_temperature}")
         self.temperature = float(temperature)
         self.k_positives = k_positives
         self.views = views
         self.classifier_weight = float(classifier_weight)
+        self.base_temperature = None if base_temperature is None else float(base_temperature)
 
     def forward(self, output: ModelOutput, target: Tensor) -> Tensor:
         owner = type(self).__name__
         labels = hard_labels(target, owner)
         z = projection_of(output, owner)
-        loss = supervised_contrastive_loss(z, labels, self.temperature, self.k_positives, self.views)
+        loss = supervised_contrastive_loss(
+            z, labels, self.temperature, self.k_positives, self.views, base_temperature=self.base_temperature
+        )
         if self.classifier_weight > 0:
             loss = loss + self.classifier_weight * cross_entropy(output.logits, labels)
         return loss
@@ -93,5 +102,5 @@ class SupervisedContrastiveLoss(LongTailLoss):
     def extra_repr(self) -> str:
         return (
             f"temperature={self.temperature}, k_positives={self.k_positives}, views={self.views}, "
-            f"classifier_weight={self.classifier_weight}"
+            f"classifier_weight={self.classifier_weight}, base_temperature={self.base_temperature}"
         )

@@ -56,6 +56,32 @@ def test_supcon_several_positives_and_an_anchor_without_positive_by_hand() -> No
     assert loss.item() == pytest.approx(sum(expected) / 3, abs=1e-5)
 
 
+def test_base_temperature_multiplies_by_t_over_base_by_hand() -> None:
+    """SupContrast's ``-(t / base_temperature) * mean_log_prob_pos``: t = 0.1, base 0.07 gives 1/0.7 = 1.428571."""
+    labels = torch.tensor([0, 0, 1, 1])
+    t = 0.1
+    plain = [  # the first test's anchors at t = 0.1 (similarities / 0.1)
+        -6.0 + lse(6.0, 0.0, -6.0),
+        -6.0 + lse(6.0, 8.0, 2.8),
+        -8.0 + lse(0.0, 8.0, 8.0),
+        -8.0 + lse(-6.0, 2.8, 8.0),
+    ]
+    expected = (0.1 / 0.07) * sum(plain) / 4
+    loss = supervised_contrastive_loss(Z, labels, temperature=t, base_temperature=0.07)
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    assert supervised_contrastive_loss(Z, labels, t).item() == pytest.approx(sum(plain) / 4, rel=1e-5)
+    # degenerate settings: None or base = t give factor 1
+    for base in (None, t):
+        torch.testing.assert_close(
+            supervised_contrastive_loss(Z, labels, t, base_temperature=base), supervised_contrastive_loss(Z, labels, t)
+        )
+    # KCL gets the same factor (k = 1 with one candidate per anchor: the draw is forced)
+    kcl = supervised_contrastive_loss(Z, labels, t, k_positives=1, base_temperature=0.07)
+    assert kcl.item() == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="base_temperature"):
+        supervised_contrastive_loss(Z, labels, t, base_temperature=0.0)
+
+
 def test_simclr_two_views_by_hand() -> None:
     # views = 2, B = 2: image 0 is rows (0, 2), image 1 rows (1, 3); t = 0.5
     t = 0.5
@@ -190,6 +216,20 @@ def test_supcon_module_adds_the_classifier_cross_entropy() -> None:
     assert torch.allclose(loss, expected)
     only = SupervisedContrastiveLoss(temperature=0.2, classifier_weight=0.0)(_output(z, logits), labels)
     assert torch.allclose(only, supervised_contrastive_loss(z, labels, 0.2))
+
+
+def test_supcon_module_base_temperature() -> None:
+    torch.manual_seed(0)
+    z = F.normalize(torch.randn(8, 4), dim=1)
+    logits = torch.randn(8, 3)
+    labels = torch.tensor([0, 1, 2, 0]).repeat(2)
+    scaled = SupervisedContrastiveLoss(temperature=0.1, base_temperature=0.07, classifier_weight=0.0)
+    plain = SupervisedContrastiveLoss(temperature=0.1, classifier_weight=0.0)
+    out = _output(z, logits)
+    torch.testing.assert_close(scaled(out, labels), plain(out, labels) / 0.7)
+    assert "base_temperature=0.07" in repr(scaled)
+    with pytest.raises(ValueError, match="base_temperature"):
+        SupervisedContrastiveLoss(base_temperature=-1.0)
 
 
 def test_supcon_module_with_projection_head_trains_the_backbone_through_the_projection_only() -> None:
