@@ -309,8 +309,13 @@ class ClassAwareSampler(EpochSampler):
         num_replicas: world size.
         rank: this process's global rank.
         seed: base seed.
-        num_samples_cls: consecutive images taken per class pick (1 in the reference).
-        num_samples: global draws per epoch (default ``N``; the reference uses ``C * max_c n_c``).
+        num_samples_cls: consecutive images taken per class pick (1 by default in the reference; its ImageNet-LT
+            cRT config ``config/ImageNet_LT/cls_crt.yaml`` uses 4).
+        num_samples: global draws per epoch (default ``N``). The reference sampler's ``__len__`` is
+            ``C * max_c n_c``, but neither reference trains on all of it: classifier-balancing's ``run_networks.py``
+            stops each epoch after ``int(N / batch_size)`` batches (``epoch_steps``) and MiSLAS's
+            ``train_stage2.py`` after ``ceil(N / batch_size) + 1`` (``if i > end_steps: break``), so their stage-2
+            epoch is one pass's worth of batches, as ``N`` draws are here.
     """
 
     def __init__(

@@ -286,3 +286,72 @@ def test_init_from_a_checkpoint_written_by_an_lws_stage(tmp_path: Path) -> None:
     _, second, _ = _fit([ClassifierRetraining("lws", init_from=str(path))], tmp_path / "b", max_epochs=1)
     assert torch.equal(second.classifier.base.fc.weight, first.classifier.base.fc.weight)
     assert_equal_states(_backbone_state(first.state_dict()), _backbone_state(second.state_dict()))
+
+
+# ---------------------------------------------------------------------------------------------- backbone_mode
+BN_STATS = ("backbone.bn.running_mean", "backbone.bn.running_var", "backbone.bn.num_batches_tracked")
+
+
+def _only_bn_training(model: LongTailModule) -> bool:
+    return model.backbone.bn.training and not model.backbone.training
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"backbone_mode": "frozen"}, "backbone_mode must be"),
+        ({"shift_bn": True, "backbone_mode": "eval"}, "shift_bn=True"),
+    ],
+)
+def test_bad_backbone_modes_are_named(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        ClassifierRetraining(**kwargs)
+
+
+def test_backbone_mode_resolves_from_shift_bn() -> None:
+    assert ClassifierRetraining().backbone_mode == "eval"
+    assert ClassifierRetraining(shift_bn=True).backbone_mode == "train"
+    assert ClassifierRetraining(shift_bn=True, backbone_mode="train").backbone_mode == "train"
+    assert ClassifierRetraining(backbone_mode="train").backbone_mode == "train"
+
+
+@pytest.mark.parametrize("method", ["crt", "lws"])
+def test_backbone_mode_train_moves_the_batchnorm_statistics_and_no_weight(tmp_path: Path, method: str) -> None:
+    """The reference cRT / LWS (classifier-balancing ``run_networks.py``: ``model.train()``, backbone parameters
+    frozen): BatchNorm normalises with the stage's batch statistics and its running statistics follow them."""
+    _, model, rec = _fit([ClassifierRetraining(method, epochs=2, backbone_mode="train")], tmp_path, validate=False)
+    stage1, final = rec.states[1], model.state_dict()
+    for key in ("backbone.proj.weight", "backbone.proj.bias", "backbone.bn.weight", "backbone.bn.bias"):
+        assert torch.equal(stage1[key], final[key]), key
+    for key in BN_STATS[:2]:
+        assert not torch.equal(stage1[key], final[key]), key
+    batches = len(rec.images[2]) + len(rec.images[3])
+    assert final[BN_STATS[2]] == stage1[BN_STATS[2]] + batches
+    assert all(not p.requires_grad for p in model.backbone.parameters())
+    assert rec.backbone_training == {0: True, 1: True, 2: False, 3: False}  # the module eval, its BatchNorm train
+    assert model.backbone.bn.training
+    # the same run as MiSLAS's shift_bn (one mechanism, two names)
+    _, shifted, _ = _fit([ClassifierRetraining(method, epochs=2, shift_bn=True)], tmp_path / "s", validate=False)
+    assert_equal_states(final, shifted.state_dict())
+
+
+@pytest.mark.parametrize("stop_after", [2, 3])  # at the switch boundary, inside the stage
+def test_backbone_mode_train_resumes_exactly(tmp_path: Path, stop_after: int) -> None:
+    callback = functools.partial(ClassifierRetraining, "crt", epochs=2, backbone_mode="train")
+    _, full, _ = _fit([callback()], tmp_path / "full")
+    trainer, _, _ = _fit([callback(), StopAfter(stop_after)], tmp_path / "a")
+    ckpt = tmp_path / "stopped.ckpt"
+    trainer.save_checkpoint(ckpt)
+    _, resumed, rec = _fit([callback()], tmp_path / "b", ckpt_path=str(ckpt))
+    assert_equal_states(full.state_dict(), resumed.state_dict())
+    assert _only_bn_training(resumed)
+
+
+def test_backbone_mode_train_resumes_exactly_from_the_middle_of_a_stage_epoch(tmp_path: Path) -> None:
+    callback = functools.partial(ClassifierRetraining, "crt", epochs=2, backbone_mode="train")
+    _, full, _ = _fit([callback()], tmp_path / "full")
+    ckpt = tmp_path / "mid.ckpt"
+    _fit([callback(), SaveMidEpoch(2, ckpt, batch_idx=0)], tmp_path / "a")
+    _, resumed, rec = _fit([callback()], tmp_path / "b", ckpt_path=str(ckpt))
+    assert_equal_states(full.state_dict(), resumed.state_dict())
+    assert rec.backbone_training == {2: False, 3: False} and _only_bn_training(resumed)
