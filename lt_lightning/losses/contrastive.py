@@ -20,8 +20,10 @@ Batches are view-major (``views`` augmented views of ``B`` images: image ``b``'s
 
 The reference SupCon code (HobbitLong/SupContrast ``losses.py``, ``SupConLoss``) multiplies the loss by
 ``t / base_temperature`` with ``base_temperature = 0.07`` fixed (its CIFAR runs set ``--temp`` alone, e.g. 0.1: a
-factor 1/0.7 = 1.43), and so does the KCL code (LTH14/targeted-supcon, ``SupConLoss(k=...)``, the same default):
-``base_temperature`` gives that factor; ``None`` (the default) or ``base_temperature = t`` give factor 1.
+factor 1/0.7 = 1.43), and so does TSC's batch re-implementation of KCL (LTH14/targeted-supcon ``SupConLoss(k=...)``),
+whose positive draw KCL follows here. The KCL authors' code has no such factor (bingykang/BalFeat ``main_kcl.py``: a
+soft-label cross-entropy on the MoCo logits divided by ``T``). ``base_temperature`` gives the factor; ``None`` (the
+default) or ``base_temperature = t`` give factor 1.
 """
 
 from __future__ import annotations
@@ -140,8 +142,8 @@ def supervised_contrastive_loss(
             ``k`` random same-class samples (KCL); ``k = 0`` leaves the other views only (SimCLR).
         views: views per image; only KCL needs it (to tell an anchor's own views from other same-class images).
         generator: torch generator for KCL's draw (default: the global RNG).
-        base_temperature: the loss is multiplied by ``t / base_temperature`` (SupContrast and the KCL code: 0.07);
-            ``None``: by 1.
+        base_temperature: the loss is multiplied by ``t / base_temperature`` (SupContrast: 0.07); ``None``: by 1
+            (the KCL authors' code).
     """
     _check_features(features, views)
     _check_temperature(temperature)

@@ -59,8 +59,9 @@ class SupervisedContrastiveLoss(LongTailLoss):
         views: views per image in the batch (the datamodule's ``views``).
         classifier_weight: weight ``w >= 0`` of the classifier's cross-entropy (``0``: contrastive only).
         base_temperature: the contrastive term is multiplied by ``temperature / base_temperature``, as in
-            HobbitLong/SupContrast ``losses.py`` and the KCL code (LTH14/targeted-supcon), both with 0.07 (the
-            reference configs set it); ``None`` (default) or ``base_temperature = temperature``: factor 1.
+            HobbitLong/SupContrast ``losses.py`` with 0.07 (``supcon.yaml`` sets it); ``None`` (default) or
+            ``base_temperature = temperature``: factor 1, as the KCL authors' code (bingykang/BalFeat ``main_kcl.py``;
+            ``kcl.yaml``).
     """
 
     def __init__(
