@@ -1,6 +1,13 @@
 """Long-tailed datamodules, samplers, profiles and device-side transforms."""
 
-from lt_lightning.data.base import ImageBatch, LongTailDataModule, TensorImageDataset, check_labels, collate_image_batch
+from lt_lightning.data.base import (
+    ImageBatch,
+    LongTailDataModule,
+    TensorImageDataset,
+    TrainIndices,
+    check_labels,
+    collate_image_batch,
+)
 from lt_lightning.data.cifar import CIFAR10LTDataModule, CIFAR100LTDataModule
 from lt_lightning.data.digits import DigitsLTDataModule
 from lt_lightning.data.folder import ImageFolderLTDataModule
@@ -61,6 +68,7 @@ __all__ = [
     "LongTailDataModule",
     "SyntheticLTDataModule",
     "TensorImageDataset",
+    "TrainIndices",
     "UnpaddedDistributedSampler",
     "check_labels",
     "collate_image_batch",

@@ -20,10 +20,12 @@ from lt_lightning.data.base import (
     ImageBatch,
     LongTailDataModule,
     TensorImageDataset,
+    TrainIndices,
     check_labels,
     collate_image_batch,
 )
 from lt_lightning.data.digits import DigitsLTDataModule
+from lt_lightning.data.resampling import ClassBalancedSampler
 from lt_lightning.data.samplers import InstanceBalancedSampler, UnpaddedDistributedSampler
 from lt_lightning.data.synthetic import SyntheticLTDataModule
 from lt_lightning.module import LongTailModule
@@ -281,3 +283,57 @@ def test_two_views_repeat_training_batches_view_major(tmp_path: Path) -> None:
         offset += n
     assert seen_labels == labels.tolist()
     assert torch.allclose(torch.cat(rec.val_images), dm.augmentation(dm.val_dataset.images))
+
+
+# ---------------------------------------------------------------------------------------------- train set on device
+def test_train_set_on_device_is_off_by_default_and_yields_index_batches() -> None:
+    assert _synthetic().train_set_on_device is False
+    dm = _synthetic(train_set_on_device=True)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert isinstance(batch, TrainIndices) and batch.indices.dtype == torch.long and batch.indices.shape == (8,)
+
+
+@pytest.mark.parametrize("sampler", [None, ClassBalancedSampler])
+def test_train_set_on_device_batches_equal_the_loader_path(sampler) -> None:
+    """Every batch of two epochs, gathered by ``transfer_batch_to_device`` on the CPU, equals the loader's batch."""
+    plain, device = _synthetic(sampler=sampler), _synthetic(sampler=sampler, train_set_on_device=True)
+    for dm in (plain, device):
+        dm.setup("fit")
+    cpu = torch.device("cpu")
+    for epoch in (0, 1):
+        loaders = []
+        for dm in (plain, device):
+            loader = dm.train_dataloader()
+            loader.sampler.set_epoch(epoch)
+            loaders.append(loader)
+        pairs = list(zip(*loaders, strict=True))
+        assert len(pairs) == 7  # 54 images, batch 8
+        for expected, indices in pairs:
+            images, labels = device.transfer_batch_to_device(indices, cpu, 0)
+            assert torch.equal(images, expected[0]) and images.dtype == torch.uint8
+            assert torch.equal(labels, expected[1])
+
+
+def test_train_set_on_device_fit_equals_the_loader_fit(tmp_path: Path) -> None:
+    """Two epochs with crop + flip: the same augmented batches and the same final weights, bit for bit."""
+    runs = []
+    for on_device in (False, True):
+        dm = _synthetic(train_set_on_device=on_device)
+        dm.crop_padding, dm.horizontal_flip = 1, True
+        trainer, rec = _fit(dm, 2, tmp_path / str(on_device))
+        runs.append((trainer.lightning_module.state_dict(), rec))
+    (weights_a, rec_a), (weights_b, rec_b) = runs
+    assert rec_a.labels == rec_b.labels
+    for epoch in (0, 1):
+        assert all(torch.equal(a, b) for a, b in zip(rec_a.images[epoch], rec_b.images[epoch], strict=True))
+    assert weights_a.keys() == weights_b.keys()
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+
+
+def test_train_set_on_device_needs_an_in_memory_train_set() -> None:
+    dm = _synthetic(train_set_on_device=True)
+    dm.setup("fit")
+    dm.train_dataset = torch.utils.data.Subset(dm.train_dataset, range(len(dm.train_dataset)))
+    with pytest.raises(ValueError, match="train_set_on_device=True needs an in-memory training set"):
+        dm.train_dataloader()

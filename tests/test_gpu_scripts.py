@@ -1,0 +1,109 @@
+"""``benchmarks/gpu_table.py`` and ``benchmarks/gpu_smoke.py`` end to end on the CPU with a tiny budget.
+
+Both scripts launch the ordinary CLI in subprocesses; on a GPU they run the same way with ``--accelerator gpu``
+(docs/performance.md). Here: the tiny generated CIFAR-10 (2 methods, 1 epoch of 1 batch) and 3 Digits-LT configs (3
+epochs of 2 batches: the DRW switch and cRT's classifier stage happen).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.cifar_files import write_tiny_cifar10
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def _script(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(REPO / "benchmarks" / name), *args]
+    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=900, check=False)
+
+
+def test_default_methods_put_the_table_rows_first() -> None:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import gpu_table
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    methods = gpu_table.default_methods("cifar10_lt")
+    assert methods[:11] == list(gpu_table.TABLE_ORDER)
+    assert "focal" in methods and not any(m.endswith("_paper") for m in methods) and len(set(methods)) == len(methods)
+    assert gpu_table.merge({"a": {"b": 1, "c": 2}, "d": 3}, {"a": {"b": 5}}) == {"a": {"b": 5, "c": 2}, "d": 3}
+
+
+def test_gpu_table_on_cpu_runs_concurrently_and_builds_the_table_from_the_cache(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    write_tiny_cifar10(root, train_per_class=100, test_per_class=1)
+    budget = tmp_path / "budget.yaml"
+    budget.write_text("trainer:\n  max_epochs: 1\ndata:\n  init_args:\n    val_per_class: 1\n")
+    runs, table = tmp_path / "runs", tmp_path / "table.md"
+    common = ["--budget", str(budget), "--root", str(root), "--runs", str(runs), "--parallel", "2"]
+    common += ["--accelerator", "cpu", "--limit-train-batches", "1", "--out", str(table)]
+    proc = _script("gpu_table.py", "--methods", "ce", "balanced_softmax", *common, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    out = runs / "cifar10_lt"
+    summary = json.loads((out / "gpu_table.json").read_text())
+    assert [r["method"] for r in summary["runs"]] == ["ce", "balanced_softmax"]
+    assert [r["status"] for r in summary["runs"]] == ["ok", "ok"] and summary["failed"] == []
+    assert summary["parallel"] == 2 and summary["device"] == "cpu" and summary["total_wall_s"] > 0
+    settings = yaml.safe_load((out / "gpu_table.yaml").read_text())
+    assert settings["trainer"] == {"max_epochs": 1, "precision": "bf16-mixed", "accelerator": "cpu", "devices": 1} | {
+        "limit_train_batches": 1
+    }
+    assert settings["data"]["init_args"] == {"val_per_class": 1, "train_set_on_device": True}
+    assert settings["model"]["init_args"]["channels_last"] is True
+    for method in ("ce", "balanced_softmax"):  # results_table.py's cache layout, with per-run logs
+        assert (out / method / "result.json").is_file() and (
+            out / method / "fit" / "checkpoints" / "last.ckpt"
+        ).is_file()
+        assert (out / method / "fit.log").is_file() and (out / method / "test.log").is_file()
+        fit_config = yaml.safe_load((out / method / "fit" / "config.yaml").read_text())
+        assert fit_config["data"]["init_args"]["train_set_on_device"] is True
+        assert fit_config["trainer"]["precision"] == "bf16-mixed"
+    text = table.read_text()
+    assert "| ce | `configs/experiments/cifar10_lt/ce.yaml` |" in text and "| balanced_softmax |" in text
+    assert "wall s" in proc.stdout and "2 runs, 2 at once on cpu" in proc.stdout
+
+    # again with a config that does not exist: the finished runs come from the cache, the bad one fails, exit 1
+    proc = _script("gpu_table.py", "--methods", "ce", "balanced_softmax", "no_such_method", *common, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((out / "gpu_table.json").read_text())
+    assert [r["status"] for r in summary["runs"]] == ["cached", "cached", "failed"]
+    assert summary["failed"] == ["no_such_method"] and "no config" in summary["runs"][2]["error"]
+    assert "failed: no_such_method" in proc.stdout
+
+
+def test_gpu_smoke_on_cpu_fits_with_stage_switches_tests_and_reports(tmp_path: Path) -> None:
+    configs = [f"configs/experiments/digits_lt/{m}.yaml" for m in ("ce", "ldam_drw", "crt")]
+    args = ["--accelerator", "cpu", "--configs", *configs, "configs/experiments/imagenet_lt/ce.yaml"]
+    args += ["--runs", str(tmp_path / "smoke"), "--parallel", "2", "--limit-train-batches", "2"]
+    args += ["--limit-val-batches", "1", "--limit-test-batches", "1"]
+    proc = _script("gpu_smoke.py", *args, cwd=tmp_path)  # cwd without data/: the ImageNet-LT config is skipped
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = {r["config"]: r for r in json.loads((tmp_path / "smoke" / "gpu_smoke.json").read_text())["rows"]}
+    assert [rows[c]["status"] for c in configs] == ["pass", "pass", "pass"]
+    assert rows["configs/experiments/imagenet_lt/ce.yaml"]["status"] == "skipped"
+    assert rows["configs/experiments/digits_lt/ldam_drw.yaml"]["switches"] == "drw/active 0->1"
+    assert rows["configs/experiments/digits_lt/crt.yaml"]["switches"] == "classifier_retraining/stage 1->2"
+    assert "3 passed, 0 failed, 1 skipped" in proc.stdout
+    fit_config = yaml.safe_load((tmp_path / "smoke/configs/experiments/digits_lt/ce/fit/config.yaml").read_text())
+    assert fit_config["data"]["init_args"]["train_set_on_device"] is True and fit_config["trainer"]["max_epochs"] == 3
+
+    # a failing config: its error line in the table, exit 1
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        (REPO / "configs/experiments/digits_lt/ce.yaml").read_text().replace("batch_size: 32", "batch_size: 0")
+    )
+    proc = _script(
+        "gpu_smoke.py", "--accelerator", "cpu", "--configs", str(bad), "--runs", str(tmp_path / "bad"), cwd=tmp_path
+    )
+    assert proc.returncode == 1
+    assert "FAIL (fit)" in proc.stdout and "batch_size must be >= 1, got 0" in proc.stdout
