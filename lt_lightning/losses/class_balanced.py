@@ -13,8 +13,9 @@
 
 All are divided by the batch size (reduction ``"mean"``: the authors divide by the number of positive labels,
 ``B``). Sigmoid bases: the authors initialise the classifier bias to ``-log(C - 1)`` (prior ``π = 1/C``) and exclude
-it from weight decay; that belongs to the head / optimizer, not to this loss. Predictions are the argmax of the
-logits for every base.
+it from weight decay (``src/model_base.py``, ``src/cifar_main.py``; not for softmax); that belongs to the head and
+the optimizer, not to this loss: ``LinearHead(bias_init="uniform_prior", bias_weight_decay=False)``, as the
+``class_balanced.yaml`` configs set. Predictions are the argmax of the logits for every base.
 """
 
 from __future__ import annotations
