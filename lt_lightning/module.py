@@ -125,6 +125,26 @@ def check_optimizer_hyperparameters(optimizer: torch.optim.Optimizer) -> None:
         raise ValueError(f"{name}: optimizer momentum must be in [0, 1], got {momentum!r}")
 
 
+def weight_decay_groups(module: nn.Module, params: list[nn.Parameter]) -> list[nn.Parameter] | list[dict[str, Any]]:
+    """``params`` as optimizer parameter groups, with the ones the model keeps out of weight decay in their own group.
+
+    Every submodule with a ``no_weight_decay_names()`` method (e.g.
+    :meth:`~lt_lightning.heads.linear.LinearHead.no_weight_decay_names`) names parameters relative to itself; those
+    among ``params`` go to a group with ``weight_decay = 0``, the others to a group with the optimizer's defaults.
+    Nothing named: ``params`` is returned unchanged (one group, as without this function).
+    """
+    excluded: set[int] = set()
+    for prefix, submodule in module.named_modules():
+        names = getattr(submodule, "no_weight_decay_names", None)
+        if callable(names):
+            excluded.update(id(module.get_parameter(f"{prefix}.{n}" if prefix else n)) for n in names())
+    if not excluded:
+        return params
+    groups: list[dict[str, Any]] = [{"params": [p for p in params if id(p) not in excluded]}]
+    groups.append({"params": [p for p in params if id(p) in excluded], "weight_decay": 0.0})
+    return [g for g in groups if g["params"]]
+
+
 def ldam_drw_sgd(params: Any) -> torch.optim.Optimizer:
     """SGD of the LDAM-DRW CIFAR recipe: lr 0.1, momentum 0.9, weight decay 2e-4."""
     return torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=2e-4)
@@ -429,7 +449,7 @@ class LongTailModule(LightningModule):
         params = self.trainable_parameters()
         if not params:
             raise ValueError("no parameter requires grad: nothing to optimise")
-        optimizer = self.optimizer_factory(params)
+        optimizer = self.optimizer_factory(weight_decay_groups(self, params))
         check_optimizer_hyperparameters(optimizer)
         if self.lr_scheduler_factory is None:
             return optimizer
