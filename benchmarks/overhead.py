@@ -109,6 +109,7 @@ class Timing(NamedTuple):
 
     epoch_s: float
     step_s: list[float]
+    cpu_s: float = float("nan")  # process CPU time of the epoch (all threads), where measured
 
 
 class EpochTimer(Callback):
@@ -164,42 +165,96 @@ def run_lightning(images: torch.Tensor, labels: torch.Tensor, args: argparse.Nam
     return timer.timing(args.steps)
 
 
-def run_bare(images: torch.Tensor, labels: torch.Tensor, args: argparse.Namespace) -> Timing:
-    """Timing of the second (first is warm-up) epoch of a plain PyTorch loop doing the same work."""
-    torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.accelerator == "gpu" else "cpu")
-    backbone, head = build_model(args.seed)
-    backbone.to(device).train()
-    head.to(device).train()
+def train_bare(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+    channels_last: bool = False,
+    validation: tuple[torch.Tensor, torch.Tensor] | None = None,
+    eval_batch_size: int = 256,
+) -> list[Timing]:
+    """The project's bare PyTorch loop (used by this script and ``benchmarks/epoch_ratio.py``): a :class:`Timing`
+    per epoch.
+
+    :func:`build_model`'s ResNet-32 + linear head from ``seed``, :func:`~lt_lightning.module.ldam_drw_sgd`, a
+    ``DataLoader`` (shuffle, seeded) over a :class:`TensorImageDataset` of ``images`` / ``labels``, and per batch:
+    transfer, :class:`DeviceAugmentation` (pad-4 crop, flip, CIFAR normalisation), ``channels_last`` input when
+    asked (the model too), cross-entropy, ``loss.backward()``, ``optimizer.step()``, ``optimizer.zero_grad()``.
+    With ``validation = (images, labels)`` each epoch ends with an evaluation pass over them (``eval()`` mode,
+    ``inference_mode``, batches of ``eval_batch_size``, normalisation only, top-1 counted on the device), which the
+    epoch's time includes. A timing's marks: epoch start, start of each batch, end of the epoch; its ``cpu_s`` is the
+    process CPU time of the epoch.
+    """
+    backbone, head = build_model(seed)
+    backbone.to(device)
+    head.to(device)
+    if channels_last:
+        backbone.to(memory_format=torch.channels_last)
+        head.to(memory_format=torch.channels_last)
     params = [*backbone.parameters(), *head.parameters()]
     optimizer = ldam_drw_sgd(params)
     augmentation = DeviceAugmentation(CIFAR_MEAN, CIFAR_STD, padding=4, flip=True)
     loader = DataLoader(
         TensorImageDataset(images, labels),
-        batch_size=args.batch_size,
+        batch_size=batch_size,
         shuffle=True,
         num_workers=0,
         collate_fn=collate_image_batch,
-        generator=torch.Generator().manual_seed(args.seed),
+        generator=torch.Generator().manual_seed(seed),
     )
-    marks: list[float] = []
-    for _ in range(2):
+    val_loader = None
+    if validation is not None:
+        val_loader = DataLoader(
+            TensorImageDataset(*validation), batch_size=eval_batch_size, num_workers=0, collate_fn=collate_image_batch
+        )
+    timings: list[Timing] = []
+    for _ in range(epochs):
         synchronize(device)
         marks = [time.perf_counter()]
+        cpu_start = time.process_time()
+        backbone.train()
+        head.train()
         for x, y in loader:
             synchronize(device)
             marks.append(time.perf_counter())
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             x = augmentation(x, train=True)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             loss = F.cross_entropy(head(backbone(x)), y)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+        if val_loader is not None:
+            backbone.eval()
+            head.eval()
+            correct = torch.zeros((), dtype=torch.long, device=device)
+            with torch.inference_mode():
+                for x, y in val_loader:
+                    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                    x = augmentation(x, train=False)
+                    if channels_last:
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    correct += (head(backbone(x)).argmax(dim=1) == y).sum()
+            correct.item()  # the epoch ends when its evaluation is done
         synchronize(device)
         marks.append(time.perf_counter())
-    if len(marks) != args.steps + 2:
-        raise RuntimeError(f"timed epoch ran {len(marks) - 2} batches, expected {args.steps}")
-    return timing_from_marks(marks)
+        timings.append(timing_from_marks(marks)._replace(cpu_s=time.process_time() - cpu_start))
+    return timings
+
+
+def run_bare(images: torch.Tensor, labels: torch.Tensor, args: argparse.Namespace) -> Timing:
+    """Timing of the second (first is warm-up) epoch of the bare loop (:func:`train_bare`)."""
+    torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if args.accelerator == "gpu" else "cpu")
+    timing = train_bare(images, labels, epochs=2, batch_size=args.batch_size, seed=args.seed, device=device)[-1]
+    if len(timing.step_s) != args.steps:
+        raise RuntimeError(f"timed epoch ran {len(timing.step_s)} batches, expected {args.steps}")
+    return timing
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
