@@ -5,8 +5,11 @@ balanced reference set, ``--data.init_args.balanced_reference=true``) with one s
 sampler's ``--data.init_args.seed``): ``lt-lightning fit`` then ``lt-lightning test`` on the last checkpoint (last
 epoch: nothing selects on the test set), then the decoupled stages it needs (:meth:`StudyConfig.stages_needed`):
 
-* ``ncm``: ``test`` of the fit's checkpoint with the ``NearestClassMean`` callback;
+* ``ncm``: ``test`` of the fit's checkpoint with the ``NearestClassMean`` callback, as the reference runs it
+  (facebookresearch/classifier-balancing ``main.py --knn`` defaults: mean-centred features, squared L2:
+  :data:`STAGE_ARGS`);
 * ``crt`` / ``lws``: a second ``fit`` of ``stage2_epochs`` epochs from the checkpoint (``ClassifierRetraining``
+  with the backbone's BatchNorm in train mode, as the reference's ``run_networks.py``
   with ``init_from``: frozen backbone, class-balanced sampling), then its ``test``.
 
 Cache: a unit lives in ``<runs_dir>/<method>/<lt|balanced>-seed<S>-<key>/``, ``key`` a hash of the method config's
@@ -39,6 +42,17 @@ from lt_lightning.study.provenance import git_commit
 
 NCM_CALLBACK = "lt_lightning.callbacks.nearest_class_mean.NearestClassMean"
 RETRAINING_CALLBACK = "lt_lightning.callbacks.classifier_retraining.ClassifierRetraining"
+#: the reference settings of each stage's callback (the defaults of configs/experiments/*/{ncm,crt,lws}.yaml); their
+#: hash names the stage's files, so a change of settings is a new stage, never a stale cached one
+STAGE_ARGS: dict[str, tuple[str, ...]] = {
+    "ncm": ("--trainer.callbacks.metric=squared_euclidean", "--trainer.callbacks.center=true"),
+    "crt": ("--trainer.callbacks.backbone_mode=train",),
+    "lws": ("--trainer.callbacks.backbone_mode=train",),
+}
+
+
+def _stage_tag(stage: str) -> str:
+    return hashlib.sha256("\0".join(STAGE_ARGS[stage]).encode()).hexdigest()[:6]
 TRAIN_SETS: tuple[str, ...] = ("lt", "balanced")
 
 
@@ -65,11 +79,11 @@ class Unit:
         return self.train_set == "balanced"
 
     def stage_file(self, stage: str) -> Path:
-        suffix = "" if stage == "ncm" else f"-e{self.stage2_epochs}"
-        return self.directory / f"stage-{stage}{suffix}.json"
+        return self.directory / f"stage-{self.stage_version(stage)}.json"
 
     def stage_version(self, stage: str) -> str:
-        return stage if stage == "ncm" else f"{stage}-e{self.stage2_epochs}"
+        epochs = "" if stage == "ncm" else f"-e{self.stage2_epochs}"
+        return f"{stage}{epochs}-{_stage_tag(stage)}"
 
     def done(self) -> bool:
         """Whether the fit, the test and every needed stage have their result files."""
@@ -272,7 +286,7 @@ def _stage(unit: Unit, stage: str, launch: Launch | None, commit: dict[str, Any]
     result: dict[str, Any] = {"method": unit.method.name, "train_set": unit.train_set, "seed": unit.seed}
     result |= {"stage": stage, "key": unit.key}
     if stage == "ncm":
-        extra = [f"--ckpt_path={ckpt}", f"--trainer.callbacks+={NCM_CALLBACK}"]
+        extra = [f"--ckpt_path={ckpt}", f"--trainer.callbacks+={NCM_CALLBACK}", *STAGE_ARGS["ncm"]]
         result["test_wall_s"] = round(lt_cli("test", [*unit.args, *extra], unit.directory, version, launch), 1)
         result |= read_report(unit.directory / version)
     else:
@@ -281,6 +295,7 @@ def _stage(unit: Unit, stage: str, launch: Launch | None, commit: dict[str, Any]
             f"--trainer.callbacks+={RETRAINING_CALLBACK}",
             f"--trainer.callbacks.method={stage}",
             f"--trainer.callbacks.init_from={ckpt}",
+            *STAGE_ARGS[stage],
         ]
         fit_version = f"{version}_fit"
         shutil.rmtree(unit.directory / fit_version, ignore_errors=True)
