@@ -18,7 +18,9 @@ training epoch to the start of the next; the last one ends at ``on_train_end`` /
 timed epoch holds the training steps, the validation epoch, the checkpoint writes and the logging. The ratio is
 ``bare_time / fit_time`` per repeat (>= 0.95 is the target), reported with its median; also the torch version, the
 torch thread count, the CPU model and the 1-minute load average before and after (on a shared machine, quote the
-ratio, not the absolute times).
+ratio, not the absolute times). On Linux it also reports each epoch's wall time minus the time the main thread
+waited for a core (``/proc/thread-self/schedstat``): the epoch without other processes' load, exact with
+``--threads 1`` (the worker threads of ``--threads 2`` are not counted).
 
     .venv/bin/python /work/shared/data/make_cifar10.py ~/lt_data                      # once: CIFAR-10 pickles
     .venv/bin/python benchmarks/epoch_ratio.py --root ~/lt_data                        # 2 epochs x 2 repeats per side
@@ -67,9 +69,13 @@ def child_fit(args: argparse.Namespace) -> dict[str, Any]:
 
     from lt_lightning import cli
 
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from overhead import run_queue_wait
+
     torch.set_num_threads(args.threads)
     marks: list[float] = []
     cpu_marks: list[float] = []
+    wait_marks: list[float] = []
     info: dict[str, Any] = {}
 
     class EpochClock(Callback):
@@ -78,6 +84,7 @@ def child_fit(args: argparse.Namespace) -> dict[str, Any]:
         def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
             marks.append(time.perf_counter())
             cpu_marks.append(time.process_time())
+            wait_marks.append(run_queue_wait())
 
         def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
             if trainer.current_epoch + 1 >= args.epochs:
@@ -86,6 +93,7 @@ def child_fit(args: argparse.Namespace) -> dict[str, Any]:
         def on_train_end(self, trainer: Any, pl_module: Any) -> None:
             marks.append(time.perf_counter())
             cpu_marks.append(time.process_time())
+            wait_marks.append(run_queue_wait())
             info["train_batches"] = int(trainer.num_training_batches)
             info["val_batches"] = [int(n) for n in trainer.num_val_batches]
             info["channels_last"] = bool(getattr(pl_module, "channels_last", False))
@@ -102,7 +110,12 @@ def child_fit(args: argparse.Namespace) -> dict[str, Any]:
     TimedCLI(args=argv)
     if len(marks) != args.epochs + 1:
         raise RuntimeError(f"fit ran {len(marks) - 1} epochs, expected {args.epochs}")
-    return {"epoch_s": epoch_seconds(marks), "cpu_s": epoch_seconds(cpu_marks), **info}
+    return {
+        "epoch_s": epoch_seconds(marks),
+        "cpu_s": epoch_seconds(cpu_marks),
+        "wait_s": epoch_seconds(wait_marks),
+        **info,
+    }
 
 
 # --------------------------------------------------------------------------------------------------- child: bare
@@ -143,6 +156,7 @@ def child_bare(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "epoch_s": [t.epoch_s for t in timings],
         "cpu_s": [t.cpu_s for t in timings],
+        "wait_s": [t.wait_s for t in timings],
         "train_batches": len(timings[0].step_s),
         "val_images": 0 if validation is None else len(val),
         "channels_last": channels_last,
@@ -227,12 +241,15 @@ def main(argv: list[str] | None = None) -> None:
     load_before = os.getloadavg()
     times: dict[str, list[float]] = {side: [] for side in SIDES}  # timed epochs (all but the first), all repeats
     cpu: dict[str, list[float]] = {side: [] for side in SIDES}  # their process CPU seconds
+    busy: dict[str, list[float]] = {side: [] for side in SIDES}  # wall minus the main thread's run-queue wait
     ratios: list[float] = []
     cpu_ratios: list[float] = []
+    busy_ratios: list[float] = []
     for repeat in range(args.repeats):
         order = SIDES if repeat % 2 == 0 else SIDES[::-1]
         per_repeat: dict[str, float] = {}
         per_repeat_cpu: dict[str, float] = {}
+        per_repeat_busy: dict[str, float] = {}
         for side in order:
             record = run_side(side, args)
             timed = record["epoch_s"][1:]
@@ -240,14 +257,20 @@ def main(argv: list[str] | None = None) -> None:
             per_repeat[side] = statistics.median(timed)
             cpu[side].extend(record["cpu_s"][1:])
             per_repeat_cpu[side] = statistics.median(record["cpu_s"][1:])
+            unloaded = [w - q for w, q in zip(record["epoch_s"], record["wait_s"], strict=True)][1:]
+            busy[side].extend(unloaded)
+            per_repeat_busy[side] = statistics.median(unloaded)
             shown = ", ".join(f"{s:.2f}" for s in record["epoch_s"])
-            extra = {k: v for k, v in record.items() if k not in ("epoch_s", "cpu_s")}
+            extra = {k: v for k, v in record.items() if k not in ("epoch_s", "cpu_s", "wait_s")}
             extra["cpu_s"] = [round(s, 2) for s in record["cpu_s"]]
+            extra["run_queue_wait_s"] = [round(s, 2) for s in record["wait_s"]]
             print(f"repeat {repeat + 1} {side:4s}: epochs [{shown}] s (first = warm-up); {extra}", flush=True)
         ratios.append(per_repeat["bare"] / per_repeat["fit"])
         cpu_ratios.append(per_repeat_cpu["bare"] / per_repeat_cpu["fit"])
+        busy_ratios.append(per_repeat_busy["bare"] / per_repeat_busy["fit"])
         print(
-            f"repeat {repeat + 1}: ratio bare/fit {ratios[-1]:.3f} wall, {cpu_ratios[-1]:.3f} CPU time "
+            f"repeat {repeat + 1}: ratio bare/fit {ratios[-1]:.3f} wall, {cpu_ratios[-1]:.3f} CPU time, "
+            f"{busy_ratios[-1]:.3f} wall minus run-queue wait "
             f"(load average {os.getloadavg()[0]:.2f})",
             flush=True,
         )
@@ -276,6 +299,12 @@ def main(argv: list[str] | None = None) -> None:
         f"(per repeat {[round(r, 3) for r in cpu_ratios]}; fit {statistics.median(cpu['fit']):.2f} s, "
         f"bare {statistics.median(cpu['bare']):.2f} s per epoch: robust to other processes' load, not to their "
         "cache and memory-bandwidth pressure)"
+    )
+    print(
+        f"ratio bare/fit in wall time minus the main thread's run-queue wait: {statistics.median(busy_ratios):.3f} "
+        f"(per repeat {[round(r, 3) for r in busy_ratios]}; fit {statistics.median(busy['fit']):.2f} s, "
+        f"bare {statistics.median(busy['bare']):.2f} s per epoch: the wall time without other processes' load, "
+        "exact with --threads 1)"
     )
     if not args.limit_train_batches:
         print(f"200 epochs at the fit rate: {200 * fit_s / 3600:.2f} h")

@@ -110,6 +110,7 @@ class Timing(NamedTuple):
     epoch_s: float
     step_s: list[float]
     cpu_s: float = float("nan")  # process CPU time of the epoch (all threads), where measured
+    wait_s: float = float("nan")  # time the calling thread waited for a core (run queue), where measured (Linux)
 
 
 class EpochTimer(Callback):
@@ -137,6 +138,15 @@ class EpochTimer(Callback):
         if len(self.marks) != steps + 2:
             raise RuntimeError(f"timed epoch ran {len(self.marks) - 2} batches, expected {steps}")
         return timing_from_marks(self.marks)
+
+
+def run_queue_wait() -> float:
+    """Seconds the calling thread has spent runnable but waiting for a core (Linux ``/proc/thread-self/schedstat``,
+    second field; ``nan`` where unavailable): the part of a wall time that other processes' load adds."""
+    try:
+        return int(open("/proc/thread-self/schedstat").read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return float("nan")
 
 
 def timing_from_marks(marks: list[float]) -> Timing:
@@ -187,7 +197,8 @@ def train_bare(
     With ``validation = (images, labels)`` each epoch ends with an evaluation pass over them (``eval()`` mode,
     ``inference_mode``, batches of ``eval_batch_size``, normalisation only, top-1 counted on the device), which the
     epoch's time includes. A timing's marks: epoch start, start of each batch, end of the epoch; its ``cpu_s`` is the
-    process CPU time of the epoch.
+    process CPU time of the epoch and ``wait_s`` the time the loop's thread waited for a core
+    (:func:`run_queue_wait`).
     """
     backbone, head = build_model(seed)
     backbone.to(device)
@@ -215,7 +226,7 @@ def train_bare(
     for _ in range(epochs):
         synchronize(device)
         marks = [time.perf_counter()]
-        cpu_start = time.process_time()
+        cpu_start, wait_start = time.process_time(), run_queue_wait()
         backbone.train()
         head.train()
         for x, y in loader:
@@ -243,7 +254,8 @@ def train_bare(
             correct.item()  # the epoch ends when its evaluation is done
         synchronize(device)
         marks.append(time.perf_counter())
-        timings.append(timing_from_marks(marks)._replace(cpu_s=time.process_time() - cpu_start))
+        timing = timing_from_marks(marks)
+        timings.append(timing._replace(cpu_s=time.process_time() - cpu_start, wait_s=run_queue_wait() - wait_start))
     return timings
 
 
