@@ -26,24 +26,37 @@ import shutil
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import results_table  # benchmarks/ is sys.path[0] when this runs as a script
 import yaml
-from results_table import REPO, run_method
+from results_table import REPO, row_dir, run_method
 
-#: the first rows of the 200-epoch CIFAR-10-LT table (issue 17), in its order; the other configs follow, sorted
-TABLE_ORDER = ("ce", "ldam_drw", "balanced_softmax", "posthoc_logit_adjust", "tau_norm", "ncm", "crt", "ride", "sade")
-TABLE_ORDER += ("mislas", "bbn")
+#: the first rows of the 200-epoch CIFAR-10-LT table (issue 17), in its order; the other configs follow, sorted.
+#: ``METHOD@ce`` rows are measured on the CE fit (test-time rules, cRT's stage as a second fit: results_table.py)
+TABLE_ORDER = ("ce", "ldam_drw", "balanced_softmax", "posthoc_logit_adjust@ce", "tau_norm@ce", "ncm@ce", "crt@ce")
+TABLE_ORDER += ("ride", "sade", "mislas", "bbn")
 
 
 def default_methods(dataset: str) -> list[str]:
     """The table's rows first, then every other config of the dataset except the authors' ``*_paper`` recipes (they
     run their own epoch counts; name them in ``--methods`` to include them)."""
     names = sorted(p.stem for p in (REPO / "configs" / "experiments" / dataset).glob("*.yaml"))
-    first = [m for m in TABLE_ORDER if m in names]
-    return first + [m for m in names if m not in first and not m.endswith("_paper")]
+    first = [m for m in TABLE_ORDER if m.split("@")[0] in names]
+    taken = {m.split("@")[0] for m in first}
+    return first + [m for m in names if m not in taken and not m.endswith("_paper")]
+
+
+def submit_all(pool: ThreadPoolExecutor, run_args: argparse.Namespace, methods: list[str]) -> dict[str, Future]:
+    """Submit every method; a ``METHOD@BASE`` row waits for BASE's run first (never two fits of BASE at once).
+
+    Plain rows are queued first, so every base holds a worker before a waiting row can take one."""
+    futures: dict[str, Future] = {}
+    for method in sorted(methods, key=lambda m: "@" in m):
+        base = futures.get(method.split("@", 1)[1]) if "@" in method else None
+        futures[method] = pool.submit(lambda m=method, b=base: (b.result() if b else None, timed_run(run_args, m))[1])
+    return futures
 
 
 def merge(base: dict, extra: dict) -> dict:
@@ -80,7 +93,7 @@ def device_name(accelerator: str) -> str:
 
 def timed_run(args: argparse.Namespace, method: str) -> dict:
     """One method through ``results_table.run_method``: its status, wall time and (on failure) error line."""
-    cached = (Path(args.runs) / args.dataset / method / "result.json").is_file()
+    cached = (row_dir(args.runs, args.dataset, method) / "result.json").is_file()
     start = time.time()
     try:
         result = run_method(args, method)
@@ -127,11 +140,11 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.time()
     with ThreadPoolExecutor(max_workers=args.parallel) as pool:
-        futures = [pool.submit(timed_run, run_args, m) for m in methods]
-        for future in as_completed(futures):  # progress as runs end; the table keeps the methods' order
+        futures = submit_all(pool, run_args, methods)
+        for future in as_completed(futures.values()):  # progress as runs end; the table keeps the methods' order
             row = future.result()
             print(f"[{time.time() - start:7.1f} s] {row['method']}: {row['status']} ({row['wall_s']} s)", flush=True)
-        rows = [future.result() for future in futures]
+        rows = [futures[m].result() for m in methods]
     summary = {
         "device": device_name(args.accelerator),
         "parallel": args.parallel,

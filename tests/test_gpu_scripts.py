@@ -35,6 +35,7 @@ def test_default_methods_put_the_table_rows_first() -> None:
     methods = gpu_table.default_methods("cifar10_lt")
     assert methods[:11] == list(gpu_table.TABLE_ORDER)
     assert "focal" in methods and not any(m.endswith("_paper") for m in methods) and len(set(methods)) == len(methods)
+    assert "crt@ce" in methods and "crt" not in methods and "tau_norm" not in methods  # measured on the CE fit
     assert gpu_table.merge({"a": {"b": 1, "c": 2}, "d": 3}, {"a": {"b": 5}}) == {"a": {"b": 5, "c": 2}, "d": 3}
 
 
@@ -46,13 +47,22 @@ def test_gpu_table_on_cpu_runs_concurrently_and_builds_the_table_from_the_cache(
     runs, table = tmp_path / "runs", tmp_path / "table.md"
     common = ["--budget", str(budget), "--root", str(root), "--runs", str(runs), "--parallel", "2"]
     common += ["--accelerator", "cpu", "--limit-train-batches", "1", "--out", str(table)]
-    proc = _script("gpu_table.py", "--methods", "ce", "balanced_softmax", *common, cwd=tmp_path)
+    rows = ["crt@ce", "ce", "balanced_softmax", "tau_norm@ce"]  # rows on the CE fit wait for it, whatever the order
+    proc = _script("gpu_table.py", "--methods", *rows, *common, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     out = runs / "cifar10_lt"
     summary = json.loads((out / "gpu_table.json").read_text())
-    assert [r["method"] for r in summary["runs"]] == ["ce", "balanced_softmax"]
-    assert [r["status"] for r in summary["runs"]] == ["ok", "ok"] and summary["failed"] == []
+    assert [r["method"] for r in summary["runs"]] == rows
+    assert [r["status"] for r in summary["runs"]] == ["ok"] * 4 and summary["failed"] == []
+    # cRT's stage as a second fit from the CE checkpoint; tau-norm tests the CE checkpoint itself (no fit of its own)
+    overlay = yaml.safe_load((out / "crt_on_ce" / "stage_overlay.yaml").read_text())
+    (stage,) = [c for c in overlay["trainer"]["callbacks"] if c["class_path"].endswith("ClassifierRetraining")]
+    assert stage["init_args"]["init_from"] == str((out / "ce" / "fit" / "checkpoints" / "last.ckpt").resolve())
+    assert stage["init_args"]["method"] == "crt" and overlay["trainer"]["max_epochs"] == 1
+    assert (out / "crt_on_ce" / "fit" / "checkpoints" / "last.ckpt").is_file()
+    assert not (out / "tau_norm_on_ce" / "fit").exists() and (out / "tau_norm_on_ce" / "result.json").is_file()
+    assert "test-time rule applied on the ce fit" in (out / "tau_norm_on_ce" / "result.json").read_text()
     assert summary["parallel"] == 2 and summary["device"] == "cpu" and summary["total_wall_s"] > 0
     settings = yaml.safe_load((out / "gpu_table.yaml").read_text())
     assert settings["trainer"] == {"max_epochs": 1, "precision": "bf16-mixed", "accelerator": "cpu", "devices": 1} | {
@@ -70,14 +80,14 @@ def test_gpu_table_on_cpu_runs_concurrently_and_builds_the_table_from_the_cache(
         assert fit_config["trainer"]["precision"] == "bf16-mixed"
     text = table.read_text()
     assert "| ce | `configs/experiments/cifar10_lt/ce.yaml` |" in text and "| balanced_softmax |" in text
-    assert "wall s" in proc.stdout and "2 runs, 2 at once on cpu" in proc.stdout
+    assert "wall s" in proc.stdout and "4 runs, 2 at once on cpu" in proc.stdout
 
     # again with a config that does not exist: the finished runs come from the cache, the bad one fails, exit 1
-    proc = _script("gpu_table.py", "--methods", "ce", "balanced_softmax", "no_such_method", *common, cwd=tmp_path)
+    proc = _script("gpu_table.py", "--methods", *rows, "no_such_method", *common, cwd=tmp_path)
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((out / "gpu_table.json").read_text())
-    assert [r["status"] for r in summary["runs"]] == ["cached", "cached", "failed"]
-    assert summary["failed"] == ["no_such_method"] and "no config" in summary["runs"][2]["error"]
+    assert [r["status"] for r in summary["runs"]] == ["cached"] * 4 + ["failed"]
+    assert summary["failed"] == ["no_such_method"] and "no config" in summary["runs"][4]["error"]
     assert "failed: no_such_method" in proc.stdout
 
 

@@ -23,7 +23,7 @@ from lt_lightning.losses.ride import RIDELoss, ride_diversity_loss, ride_diversi
 from lt_lightning.losses.weighting import effective_number_weights
 from lt_lightning.module import LongTailModule
 from lt_lightning.output import ModelOutput
-from tests.helpers import quiet_trainer
+from tests.helpers import StopAfter, quiet_trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -304,11 +304,12 @@ def test_trainer_fit_with_multi_expert_model_and_drw(tmp_path: Path) -> None:
     torch.testing.assert_close(model.criterion.class_weights, effective_number_weights(counts, 0.9999))
 
 
-def _fit(tmp: Path, max_epochs: int, ckpt_path: str | None = None, save_to: Path | None = None) -> LongTailModule:
+def _fit(tmp: Path, stop_after: int, ckpt_path: str | None = None, save_to: Path | None = None) -> LongTailModule:
     L.seed_everything(0, verbose=False)
     dm = _data()
     model = _model(dm)
-    trainer = _trainer(tmp, max_epochs, [DeferredReweighting(switch_epoch=1)])
+    # a 3-epoch run stopped after `stop_after` epochs (DRW at epoch 1 must lie inside the run)
+    trainer = _trainer(tmp, 3, [DeferredReweighting(switch_epoch=1), StopAfter(stop_after)])
     trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path, weights_only=False if ckpt_path else None)
     if save_to is not None:
         trainer.save_checkpoint(save_to)
