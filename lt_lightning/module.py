@@ -454,9 +454,13 @@ class LongTailModule(LightningModule):
         if self.lr_scheduler_factory is None:
             return optimizer
         trainer = self._trainer
-        max_epochs = trainer.max_epochs if trainer is not None else None
-        known = max_epochs if max_epochs is not None and max_epochs >= 1 else None
-        with run_epochs(known, strict=not (trainer is not None and trainer.fast_dev_run)):
+        if trainer is None:  # outside a fit: the caller's lt_lightning.schedule.run_epochs, if any
+            context: contextlib.AbstractContextManager = contextlib.nullcontext()
+        else:
+            max_epochs = trainer.max_epochs
+            known = max_epochs if max_epochs is not None and max_epochs >= 1 else None
+            context = run_epochs(known, strict=not trainer.fast_dev_run)
+        with context:
             scheduler = self.lr_scheduler_factory(optimizer)  # fractions of the run resolve against max_epochs
         scheduler_config = {"scheduler": scheduler, "interval": self.lr_scheduler_interval}
         return {"optimizer": optimizer, "lr_scheduler": scheduler_config}

@@ -10,7 +10,8 @@ Run (the fastest faithful path): the YAML with that one value changed, callbacks
 loggers removed, goes through the parser of :class:`~lt_lightning.cli.LongTailCLI` (built once) --
 ``parse_args`` (jsonargparse's type checks) then ``instantiate_classes`` (what ``LongTailCLI(run=False)`` does, the
 class-prior links included; only the ``Trainer`` object, whose arguments are not under test, is not built) -- then
-``model.configure_optimizers()`` (optimizers and schedulers are built lazily) and ``datamodule.build_train_sampler()``
+``model.configure_optimizers()`` inside ``run_epochs(<the config's max_epochs>)`` (optimizers and schedulers are built
+lazily; a fit gives the scheduler the run's length the same way) and ``datamodule.build_train_sampler()``
 (so is the sampler). Outcomes:
 
 * ``error``: ``ValueError`` / ``TypeError`` / a parser error whose message names the argument;
@@ -39,6 +40,8 @@ from typing import Any
 import pytest
 import yaml
 
+from lt_lightning.schedule import run_epochs
+
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "configs" / "experiments" / "digits_lt").glob("*.yaml"))
 
@@ -59,8 +62,8 @@ DOMAINS: dict[tuple[str, str], str] = {
     ("SGD", "lr"): "float>=0",
     ("SGD", "momentum"): "[0,1]",
     ("SGD", "weight_decay"): "float>=0",
-    ("WarmupCosineLR", "max_epochs"): "int>=1",
-    ("WarmupCosineLR", "warmup_epochs"): "int>=0",
+    ("WarmupCosineLR", "max_epochs"): "epoch_or_fraction",
+    ("WarmupCosineLR", "warmup_epochs"): "epoch_or_fraction",
     ("BilateralSampler", "branch_batch_size"): "int>=1",
     ("BBNResNetCifar", "depth"): "int>=1",
     ("BBNResNetCifar", "in_channels"): "int>=1",
@@ -73,11 +76,11 @@ DOMAINS: dict[tuple[str, str], str] = {
     ("ClassBalancedLoss", "beta"): "[0,1]",
     ("ClassBalancedLoss", "gamma"): "float>=0",
     ("CosineHead", "scale"): "float>0",
-    ("ClassifierRetraining", "epochs"): "int>=1",
+    ("ClassifierRetraining", "epochs"): "epoch_or_fraction",
     ("ClassifierRetraining", "classifier_lr_factor"): "float>0",
     ("BatchMixing", "alpha"): "float>0",
     ("BatchMixing", "prob"): "[0,1]",
-    ("BatchMixing", "stop_epoch"): "int",  # negative: the last k epochs unmixed
+    ("BatchMixing", "stop_epoch"): "float",  # an epoch, a fraction, or negative: the last k epochs (or -f) unmixed
     ("BatchMixing", "kappa"): "float>0",
     ("BatchMixing", "tau"): "[0,1]",
     ("DistillationLoss", "temperature"): "float>0",
@@ -91,6 +94,7 @@ DOMAINS: dict[tuple[str, str], str] = {
     ("FocalLoss", "gamma"): "float>=0",
     ("ProjectionHead", "projection_dim"): "int>=1",
     ("SupervisedContrastiveLoss", "temperature"): "float>0",
+    ("SupervisedContrastiveLoss", "base_temperature"): "float>0",
     ("SupervisedContrastiveLoss", "k_positives"): "int>=0",
     ("SupervisedContrastiveLoss", "views"): "int>=1",
     ("SupervisedContrastiveLoss", "classifier_weight"): "float>=0",
@@ -119,7 +123,7 @@ DOMAINS: dict[tuple[str, str], str] = {
     ("RIDELoss", "diversity_factor"): "float",  # RIDE's is negative
     ("RIDELoss", "diversity_temperature"): "float>0",
     ("RIDELoss", "reweight_factor"): "float>=0",
-    ("ExpertRouterTraining", "epochs"): "int>=1",
+    ("ExpertRouterTraining", "epochs"): "epoch_or_fraction",
     ("ExpertRouterLoss", "pos_weight"): "float>0",
     ("RoutedMultiExpertHead", "num_experts"): "int>=1",
     ("RoutedMultiExpertHead", "top_k"): "int>=1",
@@ -292,7 +296,8 @@ def outcome(cls: str, arg: str, value: Any) -> tuple[str, str]:
         try:
             namespace = parser.parse_args(["--config", yaml.safe_dump(tree)])
             init = parser.instantiate_classes(namespace)
-            init.model.configure_optimizers()
+            with run_epochs(_load(config)["trainer"]["max_epochs"]):
+                init.model.configure_optimizers()
             init.data.build_train_sampler()
         except SystemExit:
             message = out.getvalue()
