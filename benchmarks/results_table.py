@@ -123,15 +123,27 @@ def run_on_base(args: argparse.Namespace, row: str, method: str, base: str) -> d
     else:
         ckpt = base_ckpt
     lt_cli("test", configs, out, "test", args.root, [f"--ckpt_path={ckpt}"])
+    note = f"{'classifier stage trained' if staged else 'test-time rule applied'} on the {base} fit"
+    return write_result(args, row, config, out, fit_wall, [note])
+
+
+def write_result(
+    args: argparse.Namespace, row: str, config: Path, out: Path, fit_wall: float, notes: list[str]
+) -> dict:
+    """The row's numbers (from its test report in ``<out>/test``), cached in ``<out>/result.json``."""
+    sweep = out / "test" / "posthoc_tau_sweep.json"
+    if sweep.is_file():
+        notes = [*notes, f"tau = {json.loads(sweep.read_text())['chosen_tau']} (validation sweep)"]
     result = {
         "method": row,
         **read_report(out / "test"),
         "fit_wall_s": round(fit_wall, 1),
         "config": str(config.relative_to(REPO)),
         "budget": budget_configs(args.budget),
-        "note": f"{'classifier stage trained' if staged else 'test-time rule applied'} on the {base} fit",
     }
-    result_file.write_text(json.dumps(result, indent=1))
+    if notes:
+        result["note"] = "; ".join(notes)
+    (out / "result.json").write_text(json.dumps(result, indent=1))
     return result
 
 
@@ -153,21 +165,7 @@ def run_method(args: argparse.Namespace, method: str) -> dict:
     resume = [f"--ckpt_path={ckpt}"] if ckpt.is_file() else []  # a fit killed earlier resumes from its last epoch
     fit_wall = lt_cli("fit", configs, out, "fit", args.root, [*args.extra, *resume])
     lt_cli("test", configs, out, "test", args.root, [f"--ckpt_path={ckpt}"])
-    result = {
-        "method": method,
-        **read_report(out / "test"),
-        "fit_wall_s": round(fit_wall, 1),
-        "config": str(config.relative_to(REPO)),
-        "budget": budget_configs(args.budget),
-    }
-    notes = ["resumed"] if resume else []
-    sweep = out / "test" / "posthoc_tau_sweep.json"
-    if sweep.is_file():
-        notes.append(f"tau = {json.loads(sweep.read_text())['chosen_tau']} (validation sweep)")
-    if notes:
-        result["note"] = "; ".join(notes)
-    result_file.write_text(json.dumps(result, indent=1))
-    return result
+    return write_result(args, method, config, out, fit_wall, ["resumed"] if resume else [])
 
 
 def write_section(path: Path, dataset: str, lines: list[str], title: str) -> None:

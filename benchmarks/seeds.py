@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -24,20 +23,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the checkout's lt_lightning when run as a script
 
+from epoch_ratio import cpu_model  # noqa: E402  (benchmarks/, the script's own folder)
+
 from lt_lightning.study.launch import read_report  # noqa: E402
 
 KEYS = ("acc", "many", "medium", "few")
-
-
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo (``platform.processor()`` elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _cli(stage: str, args: list[str], cwd: Path, log: Path) -> float:
@@ -112,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
         "summary": summarise(rows),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "cpu": cpu_name(),
+        "cpu": cpu_model(),
     }
     (runs / "summary.json").write_text(json.dumps(summary, indent=1))
     parts = [f"{k} {v['mean']:.2f} ± {v['std']:.2f}" for k, v in summary["summary"].items() if v is not None]
