@@ -10,18 +10,31 @@ Safe checkpoints by default: every checkpoint records the data it was trained on
 (:class:`~lt_lightning.callbacks.data_fingerprint.DataFingerprint`; resuming on other data refuses unless
 ``--data_fingerprint.allow_data_mismatch true``) and is written atomically
 (:class:`~lt_lightning.checkpointing.AtomicCheckpointIO`, unless ``trainer.plugins`` are given).
+
+Which weights run: ``--ckpt_path last`` is the newest ``last*.ckpt`` of the run directory, across the logger's
+versions (``<save_dir>/<name>/*/checkpoints``, where a ``ModelCheckpoint`` without ``dirpath`` writes; the method
+configs' re-runs get a new ``version_N``, where Lightning's own lookup finds nothing and starts from scratch) and any
+``ModelCheckpoint`` ``dirpath``; a checkpoint whose run saved another ``model`` config is never picked. None there
+stops with an error naming the folders searched, for ``fit`` too (the user asked to resume). ``test`` /
+``validate`` / ``predict`` need a checkpoint: without one they stop, unless ``--ckpt_path untrained`` asks for the
+model's initial weights on purpose.
 """
 
 from __future__ import annotations
 
+import glob
+import os
+import re
 import sys
 from typing import Any
 
+import yaml
 from lightning.pytorch import Trainer
 from lightning.pytorch.accelerators import XLAAccelerator
-from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.strategies import Strategy
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from lt_lightning.callbacks.data_fingerprint import DataFingerprint
 from lt_lightning.callbacks.test_report import TestReport
@@ -42,6 +55,16 @@ def _default_checkpoint_io_fits(config: dict[str, Any]) -> bool:
     ):
         return False
     return isinstance(accelerator, str) and isinstance(strategy, str)
+
+
+#: ``--ckpt_path untrained``: ``test`` / ``validate`` / ``predict`` (or ``fit``) on the model's initial weights
+UNTRAINED = "untrained"
+#: the subcommands that evaluate a model and so need a checkpoint (or ``--ckpt_path untrained``)
+EVALUATING = ("test", "validate", "predict")
+
+
+def _is_remote(path: str) -> bool:
+    return "://" in path
 
 
 class LongTailCLI(LightningCLI):
@@ -72,6 +95,120 @@ class LongTailCLI(LightningCLI):
         if _default_checkpoint_io_fits(config):
             config = {**config, "plugins": [AtomicCheckpointIO()]}
         return super()._instantiate_trainer(config, callbacks)
+
+    def before_instantiate_classes(self) -> None:
+        """Refuse ``test`` / ``validate`` / ``predict`` without a checkpoint (before any data is loaded)."""
+        super().before_instantiate_classes()
+        subcommand = self.subcommand
+        if subcommand in EVALUATING and self.config[subcommand].get("ckpt_path") is None:
+            raise ValueError(
+                f"{subcommand}: no checkpoint given, it would evaluate the untrained initial weights; pass --ckpt_path "
+                f"PATH (or last: the newest last.ckpt of this run directory), or --ckpt_path {UNTRAINED} to evaluate "
+                "the initial weights on purpose"
+            )
+
+    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
+        """Resolve ``ckpt_path``'s ``last`` (:meth:`find_last_checkpoint`) and ``untrained`` (``None``)."""
+        kwargs = super()._prepare_subcommand_kwargs(subcommand)
+        if kwargs.get("ckpt_path") == UNTRAINED:
+            kwargs["ckpt_path"] = None
+        elif kwargs.get("ckpt_path") == "last":
+            found = self.find_last_checkpoint(subcommand)
+            if found is not None:  # None: a remote directory, left to Lightning's own "last" lookup
+                rank_zero_info(f"{subcommand} --ckpt_path last: {found}")
+                kwargs["ckpt_path"] = found
+        return kwargs
+
+    def _last_checkpoint_folders(self) -> tuple[list[str], list[str]]:
+        """The folders ``--ckpt_path last`` searches, as glob patterns: (the logger's run tree, ``dirpath`` ones)."""
+        trainer = self.trainer
+        callbacks = [c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)]
+        explicit = list(dict.fromkeys(str(c.dirpath) for c in callbacks if c.dirpath is not None))
+        tree: list[str] = []
+        if not callbacks or any(c.dirpath is None for c in callbacks):
+            # where ModelCheckpoint puts its files without a dirpath, for every version of the first logger
+            if trainer.loggers:
+                logger = trainer.loggers[0]
+                save_dir = logger.save_dir if logger.save_dir is not None else trainer.default_root_dir
+                tree.append(os.path.join(str(save_dir), str(logger.name or ""), "*", "checkpoints"))
+            else:
+                explicit.append(os.path.join(str(trainer.default_root_dir), "checkpoints"))
+        return tree, explicit
+
+    def _model_config(self, subcommand: str) -> Any:
+        """The ``model`` section of this command's config, as :class:`SaveConfigCallback` writes it (or ``None``)."""
+        try:
+            dumped = self._parser(subcommand).dump(self.config[subcommand], skip_none=False)
+            return yaml.safe_load(dumped).get("model")
+        except Exception:  # noqa: BLE001 - an undumpable config only disables the check
+            return None
+
+    def find_last_checkpoint(self, subcommand: str) -> str | None:
+        """The newest ``last*.ckpt`` of the run directory (by modification time, like Lightning's ``"last"``).
+
+        Searched: ``<save_dir>/<name>/*/checkpoints`` of the first logger (every version of the run; the trainer's
+        ``default_root_dir/checkpoints`` without a logger) where a ``ModelCheckpoint`` has no ``dirpath``, each
+        ``ModelCheckpoint`` ``dirpath``, and :class:`~lightning.pytorch.callbacks.OnExceptionCheckpoint` files. A
+        checkpoint in a version folder whose ``config.yaml`` (written by the CLI) has another ``model`` section than
+        this command's belongs to another method and is skipped.
+
+        Returns:
+            The checkpoint's path, or ``None`` when a folder is remote (``s3://``...): Lightning resolves ``"last"``.
+
+        Raises:
+            ValueError: no such checkpoint, naming the folders searched (and the skipped ones of other models).
+        """
+        tree, explicit = self._last_checkpoint_folders()
+        if any(_is_remote(folder) for folder in tree + explicit):
+            return None
+        names = {(c.CHECKPOINT_NAME_LAST, c.FILE_EXTENSION) for c in self.trainer.checkpoint_callbacks}
+        names = names or {(ModelCheckpoint.CHECKPOINT_NAME_LAST, ModelCheckpoint.FILE_EXTENSION)}
+
+        def lasts(folder: str) -> list[str]:
+            found = []
+            for path in sorted(glob.glob(os.path.join(folder, "*"))):
+                base = os.path.basename(path)
+                if os.path.isfile(path) and any(
+                    base.endswith(ext) and re.fullmatch(rf"{re.escape(name)}(-\d+)?", base[: -len(ext)])
+                    for name, ext in names
+                ):
+                    found.append(os.path.normpath(path))
+            return found
+
+        config_name = self.save_config_kwargs.get("config_filename", "config.yaml")
+        model = self._model_config(subcommand) if self.save_config_callback else None
+        candidates, other_models = [], []
+        for pattern in tree:
+            for folder in glob.glob(pattern):
+                saved = os.path.join(os.path.dirname(folder), config_name)
+                if model is not None and os.path.isfile(saved):
+                    try:
+                        with open(saved) as f:
+                            same = (yaml.safe_load(f) or {}).get("model") == model
+                    except (OSError, yaml.YAMLError):
+                        same = True  # an unreadable config.yaml decides nothing
+                    if not same:
+                        other_models += lasts(folder)
+                        continue
+                candidates += lasts(folder)
+        for folder in explicit:
+            candidates += lasts(folder)
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, OnExceptionCheckpoint) and os.path.isfile(callback.ckpt_path):
+                candidates.append(os.path.normpath(callback.ckpt_path))
+        if candidates:
+            return max(candidates, key=lambda path: (os.path.getmtime(path), path))
+        searched = ", ".join(tree + explicit)
+        if other_models:
+            raise ValueError(
+                f"{subcommand} --ckpt_path last: no last.ckpt of this model config in {searched}; those there belong "
+                f"to runs of other model configs (their config.yaml differs): {', '.join(other_models)}; pass "
+                "--ckpt_path PATH to use one"
+            )
+        raise ValueError(
+            f"{subcommand} --ckpt_path last: no last.ckpt in {searched}; "
+            + ("run fit without --ckpt_path first" if subcommand == "fit" else "fit first, or pass --ckpt_path PATH")
+        )
 
 
 def run(args: list[str] | None = None) -> LongTailCLI:

@@ -130,8 +130,9 @@ def _run(files: list[Path], request, tmp_path, monkeypatch) -> None:
     assert cli.model.class_counts.tolist() == cli.datamodule.class_counts
     assert "val/acc" in cli.trainer.callback_metrics
     if TEST_TIME.search("\n".join(f.read_text() for f in files)):
-        # the config changes the prediction rule at test time: run `test` through it as well
-        cli = main(["test", *args, *FAST, *_data_overrides(_data_class(files), request)])
+        # the config changes the prediction rule at test time: run `test` through it as well (fast_dev_run saved
+        # no checkpoint: the initial weights, on purpose)
+        cli = main(["test", *args, "--ckpt_path", "untrained", *FAST, *_data_overrides(_data_class(files), request)])
         assert "test/acc" in cli.trainer.callback_metrics
 
 

@@ -153,6 +153,6 @@ def test_datamodule_option_through_the_cli(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     fast = ["--trainer.fast_dev_run", "true", "--trainer.enable_progress_bar", "false"]
     forward = ["--data.init_args.test_distribution", "forward", "--data.init_args.test_imbalance_ratio", "10"]
-    cli = run(["test", "-c", str(path), *fast, *forward])
+    cli = run(["test", "-c", str(path), "--ckpt_path", "untrained", *fast, *forward])  # the data is under test
     assert cli.datamodule.test_class_counts() == [40, 30, 23, 18, 14, 11, 8, 6, 5, 4]
     assert "test/acc" in cli.trainer.callback_metrics
