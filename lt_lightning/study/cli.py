@@ -6,6 +6,16 @@
     lt-lightning study -c configs/study/cifar10_lt.yaml --shard 3/8       # one job of a cluster array
     lt-lightning study -c configs/study/cifar10_lt.yaml --report-only     # after all shards: the report
     lt-lightning study -c configs/study/cifar10_lt.yaml --adopt-fits runs/cifar10_lt  # reuse results_table's fits
+    lt-lightning study -c configs/study/digits_lt.yaml --report-only --publish  # the report into its report_dir
+
+The report goes to ``<runs_dir>/report`` unless ``--report-dir DIR`` names another folder or ``--publish`` writes it
+to the study's ``report_dir`` (the committed ``docs/study/<name>``): a partial or shortened try never overwrites the
+published report by default.
+
+``--extra`` takes the overrides of every fit and test up to the next option of this command, in either spelling:
+``--extra trainer.max_epochs=2 trainer.accelerator=gpu --report-dir X`` or
+``--extra --trainer.max_epochs 2 --trainer.accelerator gpu --report-dir X`` (a value that starts with ``-`` needs
+the ``KEY=VALUE`` form). It may be given more than once.
 
 Every (method, training set, seed) is one run of the ordinary ``lt-lightning fit`` / ``test`` (see
 :mod:`lt_lightning.study.grid`), cached in the runs folder: a second call skips what is finished, a killed study
@@ -50,7 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--shard", default=None, help="K/N: run only shard K of N (1 <= K <= N) of the grid")
     parser.add_argument("--methods", nargs="+", default=None, help="run only these methods (names in the study)")
     parser.add_argument("--runs-dir", default=None, help="override the study's runs_dir")
-    parser.add_argument("--report-dir", default=None, help="override the study's report_dir")
+    parser.add_argument(
+        "--report-dir", default=None, help="write the report here (default: <runs_dir>/report; see --publish)"
+    )
+    parser.add_argument(
+        "--publish", action="store_true", help="write the report to the study's report_dir (e.g. docs/study/<name>)"
+    )
     parser.add_argument("--stage2-epochs", type=int, default=None, help="override the study's stage2_epochs")
     parser.add_argument(
         "--launcher",
@@ -77,11 +92,52 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-report", action="store_true", help="run the grid without writing the report")
     parser.add_argument(
         "--extra",
-        nargs=argparse.REMAINDER,
+        nargs="*",
         default=[],
-        help="further CLI arguments for every fit and test (last option): e.g. --extra trainer.max_epochs=2",
+        help="further CLI arguments for every fit and test, up to the next option of this command: "
+        "--extra trainer.max_epochs=2 or --extra --trainer.max_epochs 2",
     )
     return parser
+
+
+def split_extra(argv: Sequence[str], options: set[str]) -> tuple[list[str], list[str]]:
+    """``argv`` without its ``--extra`` groups, and those groups' overrides as ``--KEY=VALUE`` / ``--KEY`` items.
+
+    A group runs from ``--extra`` to the next token that is one of this command's ``options`` (or ``--option=...``).
+    Inside it, ``KEY=VALUE`` and ``--KEY=VALUE`` stand alone and ``--KEY VALUE`` is joined into ``--KEY=VALUE``.
+
+    Raises:
+        ValueError: a bare ``KEY`` without a value (``--extra trainer.max_epochs 2``), naming both spellings.
+    """
+    rest: list[str] = []
+    extra: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] != "--extra":
+            rest.append(argv[i])
+            i += 1
+            continue
+        j = i + 1
+        while j < len(argv) and argv[j] not in options and argv[j].split("=", 1)[0] not in options:
+            j += 1
+        group = list(argv[i + 1 : j])
+        k = 0
+        while k < len(group):
+            token = group[k]
+            if token.startswith("-"):
+                joins = "=" not in token and k + 1 < len(group) and not group[k + 1].startswith("-")
+                extra.append(f"{token}={group[k + 1]}" if joins else token)
+                k += 2 if joins else 1
+            elif "=" in token:
+                extra.append(f"--{token}")
+                k += 1
+            else:
+                raise ValueError(
+                    f"--extra: {token!r} has no value: write {token}=VALUE or --{token} VALUE (a value starting "
+                    "with '-' needs the KEY=VALUE form)"
+                )
+        i = j
+    return rest, extra
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -90,14 +146,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        rest, extra_args = split_extra(argv, set(parser._option_string_actions) - {"--extra"})
+    except ValueError as err:
+        parser.error(str(err))
+    args = parser.parse_args(rest)
+    args.extra = extra_args
     try:
         study = load_study(args.config)
         if args.stage2_epochs is not None and args.stage2_epochs < 1:
             raise ValueError(f"--stage2-epochs must be >= 1, got {args.stage2_epochs}")
-        study = study.with_overrides(
-            runs_dir=args.runs_dir, report_dir=args.report_dir, stage2_epochs=args.stage2_epochs
-        )
+        if args.publish and args.report_dir:
+            raise ValueError("give --publish (the study's report_dir) or --report-dir DIR, not both")
+        study = study.with_overrides(runs_dir=args.runs_dir, stage2_epochs=args.stage2_epochs)
+        if not args.publish:  # never the committed report_dir unless asked
+            study = study.with_overrides(report_dir=args.report_dir or str(Path(study.runs_dir) / "report"))
         shard = None if args.shard is None else parse_shard(args.shard)
         extra = normalise_cli_args(args.extra)
         launch = Launch(args.launcher, tuple(shlex.split(args.launch_prefix)))

@@ -64,7 +64,7 @@ def test_study_runs_is_killed_and_resumes(tmp_path: Path, monkeypatch, capsys) -
     assert len(finished) < 4, "the study finished before it could be killed"
     assert not (tmp_path / "report").exists()
 
-    main(["study", "-c", "study.yaml", "--launcher", "inprocess"])  # resume: exits normally (status 0)
+    main(["study", "-c", "study.yaml", "--launcher", "inprocess", "--publish"])  # resume: exits normally (status 0)
     out = capsys.readouterr().out
     after = _results(tmp_path)
     assert len(after) == 4
@@ -85,9 +85,13 @@ def test_study_runs_is_killed_and_resumes(tmp_path: Path, monkeypatch, capsys) -
     for png in ("fig4_accuracy_vs_relative_accuracy.png", "per_class_accuracy.png"):
         assert (tmp_path / "report" / png).stat().st_size > 5000
 
+    published = (tmp_path / "report" / "report.md").stat().st_mtime_ns
     main(["study", "-c", "study.yaml", "--launcher", "inprocess"])  # everything cached: nothing runs again
     assert _cached(capsys.readouterr().out) == 4
     assert _results(tmp_path) == after
+    # without --publish the report goes to the runs folder: the published one is untouched
+    assert (tmp_path / "runs" / "report" / "report.md").is_file()
+    assert (tmp_path / "report" / "report.md").stat().st_mtime_ns == published
 
 
 def test_failing_runs_are_reported_and_the_rest_runs(tmp_path: Path, monkeypatch, capsys) -> None:
@@ -103,7 +107,7 @@ def test_failing_runs_are_reported_and_the_rest_runs(tmp_path: Path, monkeypatch
     assert exit_.value.code == 1
     out = capsys.readouterr().out
     assert "done ce [lt, seed 0]" in out  # the rest of the grid ran
-    data = json.loads((tmp_path / "report" / "study.json").read_text())
+    data = json.loads((tmp_path / "runs" / "report" / "study.json").read_text())
     errors = {(f["method"], f["train_set"]): f["errors"][0]["error"] for f in data["failed"]}
     assert set(errors) == {
         ("ce", "balanced"),
@@ -117,5 +121,5 @@ def test_failing_runs_are_reported_and_the_rest_runs(tmp_path: Path, monkeypatch
     assert "missing.yaml" in errors["missing", "lt"]
     assert data["methods"]["ce"]["seeds"]["0"]["A_t"] is not None
     assert data["methods"]["ce"]["seeds"]["0"]["RA"] is None  # no balanced run: no UA, no RA
-    report = (tmp_path / "report" / "report.md").read_text()
+    report = (tmp_path / "runs" / "report" / "report.md").read_text()
     assert "## Failed runs" in report and "class_2" in report
