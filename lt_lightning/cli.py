@@ -18,6 +18,12 @@ configs' re-runs get a new ``version_N``, where Lightning's own lookup finds not
 stops with an error naming the folders searched, for ``fit`` too (the user asked to resume). ``test`` /
 ``validate`` / ``predict`` need a checkpoint: without one they stop, unless ``--ckpt_path untrained`` asks for the
 model's initial weights on purpose.
+
+Without a logger (``--trainer.logger false``) every config runs and nothing lands in the current directory:
+``LearningRateMonitor`` callbacks (they need a logger) are dropped with an info line, and unless
+``trainer.default_root_dir`` is given each run gets its own folder ``logs/no_logger/version_N`` (the trainer's
+``default_root_dir``, hence ``log_dir``), which holds the saved ``config.yaml``, the test report and the checkpoints
+of a ``ModelCheckpoint`` without ``dirpath``; ``--ckpt_path last`` searches every ``version_N`` there.
 """
 
 from __future__ import annotations
@@ -31,7 +37,13 @@ from typing import Any
 import yaml
 from lightning.pytorch import Trainer
 from lightning.pytorch.accelerators import XLAAccelerator
-from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint, ProgressBar, RichProgressBar
+from lightning.pytorch.callbacks import (
+    LearningRateMonitor,
+    ModelCheckpoint,
+    OnExceptionCheckpoint,
+    ProgressBar,
+    RichProgressBar,
+)
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.strategies import Strategy
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
@@ -63,6 +75,26 @@ UNTRAINED = "untrained"
 EVALUATING = ("test", "validate", "predict")
 
 
+#: where runs without a logger (and without ``trainer.default_root_dir``) get their ``version_N`` folders
+NO_LOGGER_ROOT = os.path.join("logs", "no_logger")
+
+
+def _has_no_logger(config: dict[str, Any]) -> bool:
+    """Whether the trainer config disables logging (``logger: false`` or an empty list; ``None`` is the default)."""
+    logger = config.get("logger")
+    return logger is False or (isinstance(logger, (list, tuple)) and not logger)
+
+
+def _next_version_dir(root: str) -> str:
+    """``root/version_N`` with ``N`` one past the largest existing ``version_*`` folder (0 if none)."""
+    versions = [
+        int(m.group(1))
+        for name in (os.listdir(root) if os.path.isdir(root) else [])
+        if (m := re.fullmatch(r"version_(\d+)", name)) and os.path.isdir(os.path.join(root, name))
+    ]
+    return os.path.join(root, f"version_{max(versions, default=-1) + 1}")
+
+
 def _is_remote(path: str) -> bool:
     return "://" in path
 
@@ -87,6 +119,9 @@ class LongTailCLI(LightningCLI):
         parser.add_lightning_class_args(DataFingerprint, "data_fingerprint")
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Trainer:
+        self._no_logger_root: str | None = None
+        if _has_no_logger(config):
+            config, callbacks = self._without_logger(config, callbacks)
         configured = list(config.get("callbacks") or []) + list(callbacks)
         if config.get("enable_progress_bar", True) is not False and not any(
             isinstance(c, ProgressBar) for c in configured
@@ -95,6 +130,28 @@ class LongTailCLI(LightningCLI):
         if _default_checkpoint_io_fits(config):
             config = {**config, "plugins": [AtomicCheckpointIO()]}
         return super()._instantiate_trainer(config, callbacks)
+
+    def _without_logger(self, config: dict[str, Any], callbacks: list[Any]) -> tuple[dict[str, Any], list[Any]]:
+        """Drop ``LearningRateMonitor`` (it raises without a logger) and give the run its own folder.
+
+        Without a logger ``trainer.log_dir`` is ``default_root_dir``, the current directory by default, where
+        ``config.yaml``, the test report and ``ModelCheckpoint`` files without ``dirpath`` would be written and
+        overwritten by the next run: unless the user set ``default_root_dir``, it becomes the next free
+        ``logs/no_logger/version_N``.
+        """
+        configured = config.get("callbacks")
+        configured = [] if configured is None else list(configured) if isinstance(configured, list) else [configured]
+        dropped = [c for c in configured + list(callbacks) if isinstance(c, LearningRateMonitor)]
+        if dropped:
+            rank_zero_info("trainer.logger is false: LearningRateMonitor dropped (it needs a logger)")
+            config = {**config, "callbacks": [c for c in configured if not isinstance(c, LearningRateMonitor)]}
+            callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+        if config.get("default_root_dir") is None:
+            self._no_logger_root = NO_LOGGER_ROOT
+            run_dir = _next_version_dir(NO_LOGGER_ROOT)
+            rank_zero_info(f"trainer.logger is false: this run's folder (trainer.default_root_dir) is {run_dir}")
+            config = {**config, "default_root_dir": run_dir}
+        return config, callbacks
 
     def before_instantiate_classes(self) -> None:
         """Refuse ``test`` / ``validate`` / ``predict`` without a checkpoint (before any data is loaded)."""
@@ -131,6 +188,8 @@ class LongTailCLI(LightningCLI):
                 logger = trainer.loggers[0]
                 save_dir = logger.save_dir if logger.save_dir is not None else trainer.default_root_dir
                 tree.append(os.path.join(str(save_dir), str(logger.name or ""), "*", "checkpoints"))
+            elif getattr(self, "_no_logger_root", None):  # every run folder of logger: false (_without_logger)
+                tree.append(os.path.join(str(self._no_logger_root), "*", "checkpoints"))
             else:
                 explicit.append(os.path.join(str(trainer.default_root_dir), "checkpoints"))
         return tree, explicit
@@ -147,7 +206,8 @@ class LongTailCLI(LightningCLI):
         """The newest ``last*.ckpt`` of the run directory (by modification time, like Lightning's ``"last"``).
 
         Searched: ``<save_dir>/<name>/*/checkpoints`` of the first logger (every version of the run; the trainer's
-        ``default_root_dir/checkpoints`` without a logger) where a ``ModelCheckpoint`` has no ``dirpath``, each
+        ``default_root_dir/checkpoints`` without a logger, every ``logs/no_logger/version_N`` one where the CLI chose
+        the folder) where a ``ModelCheckpoint`` has no ``dirpath``, each
         ``ModelCheckpoint`` ``dirpath``, and :class:`~lightning.pytorch.callbacks.OnExceptionCheckpoint` files. A
         checkpoint in a version folder whose ``config.yaml`` (written by the CLI) has another ``model`` section than
         this command's belongs to another method and is skipped.
