@@ -53,6 +53,8 @@ STAGE_ARGS: dict[str, tuple[str, ...]] = {
 
 def _stage_tag(stage: str) -> str:
     return hashlib.sha256("\0".join(STAGE_ARGS[stage]).encode()).hexdigest()[:6]
+
+
 TRAIN_SETS: tuple[str, ...] = ("lt", "balanced")
 
 
