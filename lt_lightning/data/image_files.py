@@ -97,11 +97,24 @@ def validate_on_error(on_error: str) -> str:
 
 
 def default_resize_size(image_size: int, resize_size: int | None = None) -> int:
-    """The evaluation resize: ``resize_size`` if given (checked ``>= image_size``), else ``int(image_size / 0.875)``."""
+    """The evaluation resize: ``resize_size`` if given, else ``int(image_size / 0.875)`` (derived from the crop, so a
+    changed ``image_size`` keeps the evaluation crop's share of the image).
+
+    Raises:
+        ValueError: ``resize_size < image_size``, or ``resize_size > 2 · image_size``: the centre crop would keep less
+            than half of each side (a pinned ``resize_size: 256`` with ``image_size: 32`` evaluates 1/64 of the image
+            while training sees whole images); leave ``resize_size`` unset to derive it.
+    """
     if resize_size is None:
         return int(image_size / EVAL_CROP_RATIO)
     if isinstance(resize_size, bool) or not isinstance(resize_size, int) or resize_size < image_size:
         raise ValueError(f"resize_size must be an integer >= image_size={image_size}, got {resize_size!r}")
+    if resize_size > 2 * image_size:
+        raise ValueError(
+            f"resize_size={resize_size} with image_size={image_size}: the evaluation centre crop would keep "
+            f"{image_size / resize_size:.0%} of each side; leave resize_size unset (it is then "
+            f"int(image_size / {EVAL_CROP_RATIO}) = {int(image_size / EVAL_CROP_RATIO)}) or give one <= 2 x image_size"
+        )
     return resize_size
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from lt_lightning.data.image_files import (
@@ -75,6 +76,23 @@ def test_load_rgb_names_unreadable_and_missing_files(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- pipelines
+def test_resize_follows_the_crop_and_inconsistent_pairs_are_refused() -> None:
+    # issue 18: a pinned resize_size 256 with --data.init_args.image_size 32 evaluated a 32-pixel centre of a
+    # 256-pixel image (1/64 of it) while training saw whole images
+    assert default_resize_size(32) == 36
+    with pytest.raises(ValueError, match=r"resize_size=256 with image_size=32: .* keep 12% of each side"):
+        default_resize_size(32, 256)
+    assert default_resize_size(32, 64) == 64  # at most twice the crop: allowed
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    for name in (
+        "data/folder_lt.yaml",
+        "data/imagenet_lt.yaml",
+        "data/places_lt.yaml",
+        "experiments/imagenet_lt/ce.yaml",
+    ):
+        assert "resize_size" not in yaml.safe_load((configs / name).read_text())["data"]["init_args"], name
+
+
 def test_default_resize_size() -> None:
     assert default_resize_size(224) == 256  # int(224 / 0.875)
     assert default_resize_size(16) == 18  # int(18.28)
