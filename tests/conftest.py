@@ -100,3 +100,15 @@ def one_thread():
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_cifar10(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """CIFAR-10's file layout with 100 random images per class: the configs' head class gets 100, the tail 1 (the
+    real CIFAR-10 readers and split are tested in tests/data/test_cifar.py; a one-step run needs no 12,406 images).
+    Read-only for the tests that use it."""
+    from tests.cifar_files import write_tiny_cifar10
+
+    root = tmp_path_factory.mktemp("cifar10_tiny")
+    write_tiny_cifar10(root, train_per_class=100, test_per_class=1)
+    return root

@@ -92,3 +92,16 @@ class InterruptAt(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.global_step == self.step:
             raise KeyboardInterrupt
+
+
+def lr_sequence(make_scheduler, epochs: int, base: float = 0.1) -> list[float]:
+    """The learning rate of each of ``epochs`` epochs under the scheduler ``make_scheduler(optimizer)`` builds
+    (one-parameter SGD at ``base``, stepped once per epoch)."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=base)
+    scheduler = make_scheduler(optimizer)
+    out = []
+    for _ in range(epochs):
+        out.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return out

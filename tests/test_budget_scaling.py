@@ -25,7 +25,6 @@ from lt_lightning.callbacks.batch_mixing import BatchMixing
 from lt_lightning.callbacks.expert_router_training import ExpertRouterTraining
 from lt_lightning.cli import run as main
 from lt_lightning.optim import WarmupCosineLR, WarmupMultiStepLR
-from tests.cifar_files import write_tiny_cifar10
 
 REPO = Path(__file__).resolve().parents[1]
 DIGITS = REPO / "configs" / "experiments" / "digits_lt"
@@ -52,13 +51,6 @@ def callback(cli, kind: type):
 def in_tmp(tmp_path, monkeypatch) -> Path:
     monkeypatch.chdir(tmp_path)  # the configs log under ./logs
     return tmp_path
-
-
-@pytest.fixture(scope="module")
-def tiny_cifar10(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("cifar10")
-    write_tiny_cifar10(root, train_per_class=100, test_per_class=1)
-    return root
 
 
 def test_ldam_drw_lr_schedule_and_drw_switch_follow_the_budget(in_tmp, tiny_cifar10) -> None:

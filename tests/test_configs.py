@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from lt_lightning.cli import run as main
-from tests.cifar_files import write_tiny_cifar10, write_tiny_cifar100
+from tests.cifar_files import write_tiny_cifar100
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -83,15 +83,6 @@ def tiny_folder_tree(tmp_path_factory) -> Path:
         folder.mkdir(parents=True)
         for i in range(n):
             Image.fromarray(rng.randint(0, 256, (16, 16, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-    return root
-
-
-@pytest.fixture(scope="module")
-def tiny_cifar10(tmp_path_factory) -> Path:
-    """CIFAR-10's file layout with 100 random images per class: the configs' head class gets 100, the tail 1 (the
-    real CIFAR-10 readers and split are tested in tests/data/test_cifar.py; a one-step run needs no 12,406 images)."""
-    root = tmp_path_factory.mktemp("cifar10_configs")
-    write_tiny_cifar10(root, train_per_class=100, test_per_class=1)
     return root
 
 

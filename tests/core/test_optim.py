@@ -8,22 +8,12 @@ import pytest
 import torch
 
 from lt_lightning.optim import WarmupCosineLR, WarmupMultiStepLR
-
-
-def _lrs(scheduler_factory, epochs: int, base: float = 0.1) -> list[float]:
-    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=base)
-    sched = scheduler_factory(opt)
-    out = []
-    for _ in range(epochs):
-        out.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-    return out
+from tests.helpers import lr_sequence
 
 
 def test_ldam_drw_recipe_matches_adjust_learning_rate() -> None:
     """kaidic/LDAM-DRW: epoch+1 <= 5 -> lr*(epoch+1)/5; epoch+1 > 180 -> lr*1e-4; > 160 -> lr*1e-2."""
-    lrs = _lrs(lambda o: WarmupMultiStepLR(o), 200)
+    lrs = lr_sequence(lambda o: WarmupMultiStepLR(o), 200)
 
     def reference(epoch: int) -> float:
         e = epoch + 1
@@ -42,11 +32,11 @@ def test_ldam_drw_recipe_matches_adjust_learning_rate() -> None:
 
 
 def test_cosine_endpoints_and_midpoint() -> None:
-    lrs = _lrs(lambda o: WarmupCosineLR(o, max_epochs=10, warmup_epochs=0), 10)
+    lrs = lr_sequence(lambda o: WarmupCosineLR(o, max_epochs=10, warmup_epochs=0), 10)
     assert lrs[0] == pytest.approx(0.1)
     assert lrs[5] == pytest.approx(0.05)
     assert lrs[9] == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * 0.9)))
-    warm = _lrs(lambda o: WarmupCosineLR(o, max_epochs=12, warmup_epochs=2, eta_min=0.001), 12)
+    warm = lr_sequence(lambda o: WarmupCosineLR(o, max_epochs=12, warmup_epochs=2, eta_min=0.001), 12)
     assert warm[:3] == pytest.approx([0.05, 0.1, 0.1])
 
 

@@ -7,6 +7,7 @@ import torch
 
 from lt_lightning.optim import WarmupCosineLR, WarmupMultiStepLR
 from lt_lightning.schedule import resolve_epoch, resolve_length, run_epochs, validate_epoch_value
+from tests.helpers import lr_sequence
 
 
 @pytest.mark.parametrize(
@@ -48,28 +49,17 @@ def test_a_fraction_needs_the_run_length() -> None:
         resolve_epoch(0.5, None, "milestones")
 
 
-def _lrs(make, epochs: int) -> list[float]:
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-    scheduler = make(optimizer)
-    out = []
-    for _ in range(epochs):
-        out.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
-    return out
-
-
 def test_fractional_ldam_drw_schedule_equals_the_absolute_one_at_200_epochs() -> None:
     with run_epochs(200):
-        fractional = _lrs(lambda o: WarmupMultiStepLR(o, 0.025, [0.8, 0.9], [0.01, 0.0001]), 200)
-    absolute = _lrs(lambda o: WarmupMultiStepLR(o, 5, [160, 180], [0.01, 0.0001]), 200)
+        fractional = lr_sequence(lambda o: WarmupMultiStepLR(o, 0.025, [0.8, 0.9], [0.01, 0.0001]), 200)
+    absolute = lr_sequence(lambda o: WarmupMultiStepLR(o, 5, [160, 180], [0.01, 0.0001]), 200)
     assert fractional == absolute
     assert absolute[:5] == pytest.approx([0.02, 0.04, 0.06, 0.08, 0.1]) and absolute[159] == 0.1
     assert absolute[160] == pytest.approx(0.001) and absolute[180] == pytest.approx(0.00001)
 
 
 def test_fractional_schedule_at_a_10_epoch_budget() -> None:
-    lrs = _lrs(lambda o: WarmupMultiStepLR(o, 0.025, [0.8, 0.9], [0.01, 0.0001], total_epochs=10), 10)
+    lrs = lr_sequence(lambda o: WarmupMultiStepLR(o, 0.025, [0.8, 0.9], [0.01, 0.0001], total_epochs=10), 10)
     assert lrs == pytest.approx([0.1] * 8 + [0.001, 0.00001])
 
 
