@@ -14,7 +14,9 @@ Splits, seeded by ``split_seed`` (the same steps as :mod:`lt_lightning.data.digi
    ``np.random.RandomState(split_seed)`` and gives its first ``test_per_class`` images to test, the next
    ``val_per_class`` to validation. A missing folder with a zero count is an error (nothing would be tested or
    validated on; the test split is never used for validation); a present folder with a non-zero count is an
-   error too (ambiguous). Class folders of ``val``/``test`` must be classes of ``train``; a class may be absent.
+   error too (ambiguous), unless ``prefer_split_folders=True``: then the folder is used and the count applies only
+   where the folder is missing, so one set of arguments serves both layouts. Class folders of ``val``/``test``
+   must be classes of ``train``; a class may be absent.
 2. What remains of ``root/train`` is the training *pool*. With ``imbalance_ratio=None`` it is used as is.
    Otherwise class ``c`` keeps ``n_c`` images, ``n_c`` from :func:`~lt_lightning.data.profiles.long_tail_counts`
    (``profile`` ``"exp"`` or ``"step"``, head class ``c = 0`` with ``n_max`` images, default the smallest pool),
@@ -35,7 +37,7 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from lt_lightning.data._split import hold_out_per_class
 from lt_lightning.data.balanced_reference import select_balanced_reference
@@ -155,6 +157,10 @@ class ImageFolderLTDataModule(ImageFileDataModule):
             and kept in ``skipped_class_folders``. A tree without any image is an error either way.
         split_seed: seed of the hold-out, of the long-tailed selection and of the balanced reference draw.
         balanced_reference: train on the balanced reference set of the training set (see the module docstring).
+        prefer_split_folders: a present ``root/val`` (``root/test``) is used even with ``val_per_class``
+            (``test_per_class``) ``> 0``, which then applies only where the folder is missing (one info line says so):
+            the same arguments serve both layouts (``configs/data/folder_lt.yaml`` sets it). ``False`` (the default):
+            a present folder with a non-zero count is an error (ambiguous).
         batch_size, eval_batch_size, num_workers, seed, augment, pin_memory, sampler: see
             :class:`~lt_lightning.data.base.LongTailDataModule`.
 
@@ -183,6 +189,7 @@ class ImageFolderLTDataModule(ImageFileDataModule):
         on_empty_class: str = "error",
         split_seed: int = 0,
         balanced_reference: bool = False,
+        prefer_split_folders: bool = False,
         batch_size: int = 128,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
@@ -220,6 +227,7 @@ class ImageFolderLTDataModule(ImageFileDataModule):
         self.test_per_class = test_per_class
         self.extensions = tuple(extensions)
         self.split_seed = split_seed
+        self.prefer_split_folders = bool(prefer_split_folders)
 
         train_dir = os.path.join(self.root, "train")
         if not os.path.isdir(train_dir):
@@ -235,11 +243,17 @@ class ImageFolderLTDataModule(ImageFileDataModule):
 
         lists: dict[str, tuple[list[str], list[int]]] = {}
         hold: list[str] = []  # the splits held out of root/train, in hold-out order
+        used_folders: list[str] = []  # present folders used although a per-class count was given (prefer_split_folders)
         for split, per_class in (("test", test_per_class), ("val", val_per_class)):
             folder = os.path.join(self.root, split)
             if os.path.isdir(folder):
+                if per_class > 0 and not self.prefer_split_folders:
+                    raise ValueError(
+                        f"{folder!r} exists: give it or {split}_per_class={per_class} > 0, not both (or set "
+                        f"prefer_split_folders=True to use the folder and hold {split}_per_class out only without it)"
+                    )
                 if per_class > 0:
-                    raise ValueError(f"{folder!r} exists: give it or {split}_per_class={per_class} > 0, not both")
+                    used_folders.append(f"{folder!r} (not a hold-out of {split}_per_class={per_class})")
                 split_paths, split_labels, _ = scan_split_folder(folder, names, self.extensions, ignore=empty_names)
                 present = set(list_class_folders(folder))
                 self.skipped_class_folders += [os.path.join(folder, n) for n in empty_names if n in present]
@@ -252,6 +266,8 @@ class ImageFolderLTDataModule(ImageFileDataModule):
                 )
             else:
                 hold.append(split)
+        if used_folders:
+            rank_zero_info(f"prefer_split_folders=True: using {' and '.join(used_folders)}")
         sizes = [test_per_class if split == "test" else val_per_class for split in hold]
         *held, pool = hold_out_per_class(labels, sizes, num_classes, split_seed, what=f"training folder {train_dir!r}")
         for split, index in zip(hold, held, strict=True):

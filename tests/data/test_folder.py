@@ -160,3 +160,50 @@ def test_loaders_give_uint8_batches(root: Path) -> None:
         assert 0 <= int(y.min()) and int(y.max()) < 4
     epoch = torch.cat([b[1] for b in dm.train_dataloader()])
     assert torch.bincount(epoch, minlength=4).tolist() == [9, 5, 3, 2]  # one pass over the long-tailed set
+
+
+def test_prefer_split_folders_uses_present_folders_and_holds_out_for_missing_ones(tmp_path: Path) -> None:
+    make_folder(tmp_path / "train", {"a": 6, "b": 6})
+    make_folder(tmp_path / "val", {"a": 1, "b": 2}, seed=1)
+    with pytest.raises(ValueError, match="val.* exists.*not both.*prefer_split_folders=True"):
+        _dm(tmp_path, val_per_class=1, test_per_class=2)
+    dm = _dm(tmp_path, val_per_class=1, test_per_class=2, prefer_split_folders=True)
+    assert dm.image_lists["val"][0] == [str(p) for p in sorted((tmp_path / "val").rglob("*.*"))]  # the folder as is
+    assert sorted(dm.image_lists["test"][1]) == [0, 0, 1, 1]  # held out of train/: test/ is missing
+    assert dm.class_counts == [4, 4]  # 6 - 2 test, nothing held out for val
+    # the same arguments on the other layouts
+    make_folder(tmp_path / "test", {"a": 3}, seed=2)
+    both = _dm(tmp_path, val_per_class=1, test_per_class=2, prefer_split_folders=True)
+    assert both.class_counts == [6, 6] and both.image_lists["test"][1] == [0, 0, 0]
+    none = tmp_path / "none"
+    make_folder(none / "train", {"a": 6, "b": 6})
+    held = _dm(none, val_per_class=1, test_per_class=2, prefer_split_folders=True)
+    assert held.image_lists == _dm(none, val_per_class=1, test_per_class=2).image_lists  # today's hold-out
+    with pytest.raises(ValueError, match="val.* not found.*val_per_class > 0"):  # a missing folder still needs a count
+        _dm(none, val_per_class=0, test_per_class=2, prefer_split_folders=True)
+
+
+@pytest.mark.parametrize("layout", ["train_only", "train_val_test"])
+def test_shipped_folder_config_runs_on_both_layouts(layout: str, tmp_path: Path, monkeypatch) -> None:
+    """configs/data/folder_lt.yaml through the real CLI, on ``root/train`` alone and with ``root/val`` + ``root/test``.
+
+    Before ``prefer_split_folders`` the second layout failed: "'.../test' exists: give it or test_per_class=20 > 0".
+    """
+    from lt_lightning.cli import run
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    make_folder(tmp_path / "data" / "train", dict.fromkeys(CLASSES, 32))
+    if layout == "train_val_test":
+        make_folder(tmp_path / "data" / "val", dict.fromkeys(CLASSES, 2), seed=1)
+        make_folder(tmp_path / "data" / "test", dict.fromkeys(CLASSES, 3), seed=2)
+    monkeypatch.chdir(tmp_path)
+    files = ("trainer/digits_30ep.yaml", "data/folder_lt.yaml", "model/ce_resnet32.yaml")
+    cli = run(
+        ["fit", *(x for f in files for x in ("-c", str(configs / f)))]
+        + ["--data.init_args.root", "data", "--data.init_args.image_size", "8", "--data.init_args.num_workers", "0"]
+        + ["--trainer.fast_dev_run", "true", "--trainer.enable_progress_bar", "false", "--trainer.accelerator", "cpu"]
+    )
+    assert cli.trainer.state.finished
+    counts = {"train_only": [2, 2, 2, 2], "train_val_test": [32, 32, 32, 32]}[layout]  # 32 - 10 val - 20 test
+    assert cli.datamodule.class_counts == counts
+    assert len(cli.datamodule.image_lists["test"][0]) == (80 if layout == "train_only" else 12)
