@@ -19,6 +19,10 @@ stops with an error naming the folders searched, for ``fit`` too (the user asked
 ``validate`` / ``predict`` need a checkpoint: without one they stop, unless ``--ckpt_path untrained`` asks for the
 model's initial weights on purpose.
 
+``predict`` writes the top-k classes of each image to CSV and JSON
+(:class:`~lt_lightning.callbacks.prediction_writer.PredictionWriter`, options ``--prediction.*``: ``source`` a split or
+a folder of images, ``output``, ``top_k``, ``formats``), with the test-time rules of the config.
+
 Without a logger (``--trainer.logger false``) every config runs and nothing lands in the current directory:
 ``LearningRateMonitor`` callbacks (they need a logger) are dropped with an info line, and unless
 ``trainer.default_root_dir`` is given each run gets its own folder ``logs/no_logger/version_N`` (the trainer's
@@ -49,6 +53,7 @@ from lightning.pytorch.strategies import Strategy
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from lt_lightning.callbacks.data_fingerprint import DataFingerprint
+from lt_lightning.callbacks.prediction_writer import PredictionWriter
 from lt_lightning.callbacks.test_report import TestReport
 from lt_lightning.checkpointing import AtomicCheckpointIO
 from lt_lightning.data.base import LongTailDataModule
@@ -117,6 +122,7 @@ class LongTailCLI(LightningCLI):
         parser.link_arguments("data.class_counts", "model.init_args.class_counts", apply_on="instantiate")
         parser.add_lightning_class_args(TestReport, "test_report")
         parser.add_lightning_class_args(DataFingerprint, "data_fingerprint")
+        parser.add_lightning_class_args(PredictionWriter, "prediction")
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Trainer:
         self._no_logger_root: str | None = None

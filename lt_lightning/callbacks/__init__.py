@@ -12,6 +12,7 @@ from lt_lightning.callbacks.knowledge_distillation import KnowledgeDistillation
 from lt_lightning.callbacks.momentum_encoder import MomentumEncoder
 from lt_lightning.callbacks.nearest_class_mean import NearestClassMean
 from lt_lightning.callbacks.posthoc_logit_adjustment import PostHocLogitAdjustment
+from lt_lightning.callbacks.prediction_writer import PredictionWriter
 from lt_lightning.callbacks.resampling_schedule import ResamplingSchedule
 from lt_lightning.callbacks.self_supervised_init import SelfSupervisedInit
 from lt_lightning.callbacks.tau_normalization import TauNormalization
@@ -30,6 +31,7 @@ __all__ = [
     "DeferredReweighting",
     "NearestClassMean",
     "PostHocLogitAdjustment",
+    "PredictionWriter",
     "ResamplingSchedule",
     "TauNormalization",
     "TestReport",

@@ -6,7 +6,8 @@ cross-entropy predicts ``argmax_y z_y - τ log π_y``. Before testing, this call
 processes, so the sweep is exact under DDP), picks the ``τ`` with the best class-balanced validation accuracy
 (ties: the smallest), and sets the module's :attr:`~lt_lightning.module.LongTailModule.test_logit_offset` to
 ``τ log π``. The test set is never looked at to choose ``τ``. The curve is written to ``<log_dir>/<filename>.json``
-and ``test/posthoc_tau`` is logged. With ``tau`` given, no sweep runs.
+and ``test/posthoc_tau`` is logged. With ``tau`` given, no sweep runs. ``predict`` applies the same rule (its own
+sweep on the validation set).
 """
 
 from __future__ import annotations
@@ -72,6 +73,13 @@ class PostHocLogitAdjustment(Callback):
         return correct, total
 
     def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._install(trainer, pl_module)
+
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._install(trainer, pl_module)
+
+    def _install(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Choose ``τ`` (sweep on the validation set unless given) and set the module's ``test_logit_offset``."""
         counts = getattr(pl_module, "class_counts", None)
         if counts is None or not hasattr(pl_module, "test_logit_offset"):
             raise ValueError("PostHocLogitAdjustment needs a LongTailModule (class_counts, test_logit_offset)")
@@ -101,4 +109,7 @@ class PostHocLogitAdjustment(Callback):
             pl_module.log("test/posthoc_tau", float(self.chosen_tau))
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        pl_module.test_logit_offset = None
+
+    def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         pl_module.test_logit_offset = None

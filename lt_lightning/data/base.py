@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from lt_lightning.data.predict_source import PredictImageFolder, check_predict_source
 from lt_lightning.data.resumable import ResumableDataLoader
 from lt_lightning.data.samplers import EpochSampler, InstanceBalancedSampler, UnpaddedDistributedSampler
 from lt_lightning.data.test_agnostic import check_distribution, dataset_labels, resample_test_dataset
@@ -181,6 +182,9 @@ class LongTailDataModule(L.LightningDataModule):
         train_labels: ``[N_train]`` long tensor of training labels, in ``train_dataset`` order.
     """
 
+    #: what ``predict`` runs on: ``"test"``, ``"val"``, ``"train"`` or a folder of images
+    #: (:mod:`lt_lightning.data.predict_source`; the CLI's ``--prediction.source`` sets it)
+    predict_source: str = "test"
     #: per-channel mean / std of the ``[0, 1]`` images (subclasses set these)
     mean: tuple[float, ...] = (0.5,)
     std: tuple[float, ...] = (0.5,)
@@ -236,6 +240,7 @@ class LongTailDataModule(L.LightningDataModule):
         self.test_imbalance_ratio = float(test_imbalance_ratio)
         self._resampled_test: tuple[Dataset, Dataset] | None = None
         self.train_dataset: Dataset | None = None
+        self._predict_dataset: Dataset | None = None
         self.val_dataset: Dataset | None = None
         self.test_dataset: Dataset | None = None
         self._augmentation: DeviceAugmentation | None = None
@@ -404,7 +409,54 @@ class LongTailDataModule(L.LightningDataModule):
         return self._eval_loader("test_dataset")
 
     def predict_dataloader(self) -> DataLoader:
-        return self._eval_loader("test_dataset")
+        """The images of :attr:`predict_source` (:mod:`lt_lightning.data.predict_source`), each once, in order."""
+        source = check_predict_source(self.predict_source)
+        if source == "train":
+            if self.train_dataset is None:
+                self.setup("fit")
+            self._predict_dataset = self._require("train_dataset")
+            return self.train_eval_dataloader()  # the evaluation pipeline; same order as train_dataset
+        if source in ("test", "val"):
+            name = f"{source}_dataset"
+            if getattr(self, name) is None:
+                self.setup("test" if source == "test" else "validate")
+            self._predict_dataset = self.evaluation_test_dataset() if source == "test" else self._require(name)
+            return self._eval_loader(name)
+        from lt_lightning.data.folder import IMAGE_EXTENSIONS, list_images  # local: folder.py imports this module
+
+        channels, height, width = self.predict_image_shape()
+        paths = list_images(source)
+        if not paths:
+            raise ValueError(f"prediction source {source!r} holds no image file (extensions {IMAGE_EXTENSIONS})")
+        dataset = PredictImageFolder(paths, channels, (height, width), getattr(self, "resize_size", None))
+        self._predict_dataset = dataset
+        num_replicas, rank = self._world()
+        return self._loader(dataset, self.eval_batch_size, UnpaddedDistributedSampler(len(dataset), num_replicas, rank))
+
+    def predict_image_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of the test images, the shape a folder's images are given for ``predict`` (from the first
+        test image; datamodules that know it without loading an image may override this)."""
+        if self.test_dataset is None:
+            self.setup("test")
+        image = self._require("test_dataset")[0][0]
+        if not isinstance(image, Tensor) or image.dim() != 3:
+            raise ValueError(f"{type(self).__name__}: test images must be [C, H, W] tensors to predict on a folder")
+        return int(image.shape[0]), int(image.shape[1]), int(image.shape[2])
+
+    def predict_items(self) -> tuple[list[str], Tensor | None]:
+        """The ids (file paths where the dataset has ``paths``, else ``"<split>[i]"``) and the labels (``None`` for a
+        folder) of the images :meth:`predict_dataloader` yields, indexed like its dataset."""
+        dataset = self._predict_dataset
+        if dataset is None:
+            raise RuntimeError("predict_items() needs predict_dataloader() first")
+        paths = getattr(dataset, "paths", None)
+        ids = (
+            [str(p) for p in paths]
+            if paths is not None
+            else [f"{self.predict_source}[{i}]" for i in range(len(dataset))]
+        )
+        labels = None if isinstance(dataset, PredictImageFolder) else dataset_labels(dataset)
+        return ids, labels
 
     def train_eval_dataloader(self) -> DataLoader:
         """The training set for evaluation: every image once, in order, ``eval_batch_size``, no augmentation.
