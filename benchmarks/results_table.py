@@ -10,7 +10,10 @@ LWS) trains that stage alone as a second fit from BASE's checkpoint (``init_from
 Runs go to
 ``<runs>/<dataset>/<method>/``; a method whose test report exists is not run again and a fit killed before its
 end resumes from its ``last.ckpt`` (its wall time then counts the resumed part only, marked "resumed"), so a killed
-table resumes. The table lists overall (top-1 on the balanced test set) and many/medium/few-shot accuracy and the
+table resumes. ``--seeds 0 1 2`` runs every row (``--seeded ce balanced_softmax``: those rows) with each seed
+(``--seed_everything`` and the datamodule's ``seed``; the config's own seed is its plain folder, another seed
+``<method>-seed<S>``; a ``METHOD@BASE`` row uses BASE's run of the same seed) and reports mean ± std. The table lists
+overall (top-1 on the balanced test set) and many/medium/few-shot accuracy and the
 wall time of each fit, and is written to ``--out`` with the exact command that produced it.
 
     python benchmarks/results_table.py --dataset cifar10_lt --methods ce focal ldam_drw \\
@@ -33,8 +36,10 @@ from lt_lightning.study.launch import lt_cli as study_cli  # noqa: E402
 from lt_lightning.study.launch import read_report as study_report  # noqa: E402
 
 
-def _fmt(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.2f}"
+def _fmt(value: float | None, std: float | None = None) -> str:
+    if value is None:
+        return "–"
+    return f"{100 * value:.2f}" + ("" if std is None else f" ± {100 * std:.2f}")
 
 
 def _fmt_gain(value: float | None, scale: float) -> str:
@@ -64,9 +69,32 @@ STAGE_CALLBACKS = ("ClassifierRetraining",)
 """Callbacks whose config trains a second stage on a frozen stage-1 model (a ``METHOD@BASE`` row fits it alone)."""
 
 
-def row_dir(runs: str | Path, dataset: str, row: str) -> Path:
-    """The cache folder of a table row: ``<runs>/<dataset>/<method>`` (``METHOD@BASE``: ``METHOD_on_BASE``)."""
-    return Path(runs) / dataset / row.replace("@", "_on_")
+def row_dir(runs: str | Path, dataset: str, row: str, seed: int | None = None) -> Path:
+    """The cache folder of a table row: ``<runs>/<dataset>/<method>`` (``METHOD@BASE``: ``METHOD_on_BASE``), with
+    ``-seed<S>`` for a run with an explicit seed other than the config's own."""
+    name = row.replace("@", "_on_")
+    return Path(runs) / dataset / (name if seed is None else f"{name}-seed{seed}")
+
+
+def seed_args(seed: int | None) -> list[str]:
+    """``--seed_everything`` and the datamodule's ``seed`` (sampler, augmentation) for an explicit seed."""
+    return [] if seed is None else [f"--seed_everything={seed}", f"--data.init_args.seed={seed}"]
+
+
+def config_seed(config: Path) -> int | None:
+    """The seed a plain run of ``config`` uses (its ``seed_everything``, when the datamodule's ``seed`` is unset or
+    the same), i.e. the explicit seed whose run is the plain run's folder; ``None`` if the two differ."""
+    import yaml
+
+    raw = yaml.safe_load(config.read_text())
+    seed = raw.get("seed_everything")
+    data_seed = ((raw.get("data") or {}).get("init_args") or {}).get("seed", 0)
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) and data_seed == seed else None
+
+
+def run_seed(config: Path, seed: int | None) -> int | None:
+    """``seed`` as a run folder sees it: ``None`` (the plain run) when it is the config's own seed."""
+    return None if seed is not None and seed == config_seed(config) else seed
 
 
 def method_config(dataset: str, method: str) -> Path:
@@ -103,15 +131,18 @@ def stage_overlay(config: Path, budget: str | None, checkpoint: Path, out: Path)
     return overlay
 
 
-def run_on_base(args: argparse.Namespace, row: str, method: str, base: str) -> dict:
-    """A ``METHOD@BASE`` row: METHOD's test-time rule or classifier stage on BASE's fit (cached in its folder)."""
+def run_on_base(args: argparse.Namespace, row: str, method: str, base: str, seed: int | None = None) -> dict:
+    """A ``METHOD@BASE`` row: METHOD's test-time rule or classifier stage on BASE's fit of the same seed (cached in
+    its folder)."""
     config = method_config(args.dataset, method)
-    out = row_dir(args.runs, args.dataset, row)
+    seed = run_seed(config, seed)
+    out = row_dir(args.runs, args.dataset, row, seed)
     result_file = out / "result.json"
     if result_file.is_file():
         return json.loads(result_file.read_text())
-    run_method(args, base)
-    base_ckpt = row_dir(args.runs, args.dataset, base) / "fit" / "checkpoints" / "last.ckpt"
+    run_method(args, base, seed)
+    base_seed = run_seed(method_config(args.dataset, base), seed)
+    base_ckpt = row_dir(args.runs, args.dataset, base, base_seed) / "fit" / "checkpoints" / "last.ckpt"
     configs = ["-c", str(config), *(a for b in budget_configs(args.budget) for a in ("-c", b))]
     staged = any(f".{name}" in config.read_text() for name in STAGE_CALLBACKS)
     fit_wall = 0.0
@@ -119,16 +150,16 @@ def run_on_base(args: argparse.Namespace, row: str, method: str, base: str) -> d
         configs += ["-c", str(stage_overlay(config, args.budget, base_ckpt.resolve(), out))]
         ckpt = out / "fit" / "checkpoints" / "last.ckpt"
         resume = [f"--ckpt_path={ckpt}"] if ckpt.is_file() else []
-        fit_wall = lt_cli("fit", configs, out, "fit", args.root, [*args.extra, *resume])
+        fit_wall = lt_cli("fit", configs, out, "fit", args.root, [*args.extra, *seed_args(seed), *resume])
     else:
         ckpt = base_ckpt
-    lt_cli("test", configs, out, "test", args.root, [f"--ckpt_path={ckpt}"])
+    lt_cli("test", configs, out, "test", args.root, [*seed_args(seed), f"--ckpt_path={ckpt}"])
     note = f"{'classifier stage trained' if staged else 'test-time rule applied'} on the {base} fit"
-    return write_result(args, row, config, out, fit_wall, [note])
+    return write_result(args, row, config, out, fit_wall, [note], seed)
 
 
 def write_result(
-    args: argparse.Namespace, row: str, config: Path, out: Path, fit_wall: float, notes: list[str]
+    args: argparse.Namespace, row: str, config: Path, out: Path, fit_wall: float, notes: list[str], seed: int | None
 ) -> dict:
     """The row's numbers (from its test report in ``<out>/test``), cached in ``<out>/result.json``."""
     sweep = out / "test" / "posthoc_tau_sweep.json"
@@ -136,6 +167,7 @@ def write_result(
         notes = [*notes, f"tau = {json.loads(sweep.read_text())['chosen_tau']} (validation sweep)"]
     result = {
         "method": row,
+        "seed": config_seed(config) if seed is None else seed,
         **read_report(out / "test"),
         "fit_wall_s": round(fit_wall, 1),
         "config": str(config.relative_to(REPO)),
@@ -147,14 +179,15 @@ def write_result(
     return result
 
 
-def run_method(args: argparse.Namespace, method: str) -> dict:
-    """Fit and test one method (or read its cached report); return its numbers. ``METHOD@BASE``: see the module
-    docstring (:func:`run_on_base`)."""
+def run_method(args: argparse.Namespace, method: str, seed: int | None = None) -> dict:
+    """Fit and test one method with ``seed`` (``None``: the config's own) or read its cached report; return its
+    numbers. ``METHOD@BASE``: see the module docstring (:func:`run_on_base`)."""
     if "@" in method:
         name, base = method.split("@", 1)
-        return run_on_base(args, method, name, base)
+        return run_on_base(args, method, name, base, seed)
     config = method_config(args.dataset, method)
-    out = row_dir(args.runs, args.dataset, method)
+    seed = run_seed(config, seed)
+    out = row_dir(args.runs, args.dataset, method, seed)
     result_file = out / "result.json"
     if result_file.is_file():
         return json.loads(result_file.read_text())
@@ -163,9 +196,34 @@ def run_method(args: argparse.Namespace, method: str) -> dict:
         configs += ["-c", budget]
     ckpt = out / "fit" / "checkpoints" / "last.ckpt"
     resume = [f"--ckpt_path={ckpt}"] if ckpt.is_file() else []  # a fit killed earlier resumes from its last epoch
-    fit_wall = lt_cli("fit", configs, out, "fit", args.root, [*args.extra, *resume])
-    lt_cli("test", configs, out, "test", args.root, [f"--ckpt_path={ckpt}"])
-    return write_result(args, method, config, out, fit_wall, ["resumed"] if resume else [])
+    fit_wall = lt_cli("fit", configs, out, "fit", args.root, [*args.extra, *seed_args(seed), *resume])
+    lt_cli("test", configs, out, "test", args.root, [*seed_args(seed), f"--ckpt_path={ckpt}"])
+    return write_result(args, method, config, out, fit_wall, ["resumed"] if resume else [], seed)
+
+
+KEYS = ("acc", "many", "medium", "few")
+
+
+def summarize(runs: list[dict]) -> dict:
+    """One table row from a row's runs (one per seed): each key's mean, its sample standard deviation (``n - 1``;
+    ``None`` for one run), the seeds, the mean fit wall time and the notes."""
+    import statistics
+
+    row: dict = {"method": runs[0]["method"], "config": runs[0]["config"], "seeds": [r.get("seed") for r in runs]}
+    for key in KEYS:
+        values = [r[key] for r in runs if r.get(key) is not None]
+        row[key] = statistics.fmean(values) if values else None
+        row[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else None
+    row["fit_wall_s"] = round(statistics.fmean(r["fit_wall_s"] for r in runs), 1)
+    row["note"] = "; ".join(dict.fromkeys(r["note"] for r in runs if r.get("note")))
+    return row
+
+
+def run_row(args: argparse.Namespace, row: str) -> dict:
+    """A table row: its runs for every seed of ``--seeds`` (rows of ``--seeded`` only, when given), else one run with
+    the config's seed."""
+    seeded = args.seeds and (args.seeded is None or row in args.seeded)
+    return summarize([run_method(args, row, seed) for seed in (args.seeds if seeded else [None])])
 
 
 def write_section(path: Path, dataset: str, lines: list[str], title: str) -> None:
@@ -194,9 +252,20 @@ def main(argv: list[str] | None = None) -> None:
         help="write the table as the section <!-- table:SECTION --> of --out (other sections kept) instead of the file",
     )
     parser.add_argument("--title", default=None, help="first line of --out when --section creates it")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=None, help="seeds of every row (mean ± std); default: the config's seed"
+    )
+    parser.add_argument("--seeded", nargs="+", default=None, help="with --seeds: only these rows get every seed")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="further CLI arguments for fit")
     args = parser.parse_args(argv)
-    rows = [run_method(args, m) for m in args.methods]
+    if args.seeds is not None and len(set(args.seeds)) != len(args.seeds):
+        parser.error(f"--seeds must be distinct, got {args.seeds}")
+    if args.seeded is not None and not args.seeds:
+        parser.error("--seeded needs --seeds")
+    unknown = sorted(set(args.seeded or ()) - set(args.methods))
+    if unknown:
+        parser.error(f"--seeded rows {unknown} are not in --methods")
+    rows = [run_row(args, m) for m in args.methods]
     command = "python " + " ".join(shlex.quote(a) for a in ["benchmarks/results_table.py", *(argv or sys.argv[1:])])
     lines = [
         f"# {args.dataset}: test accuracy (%) at one budget",
@@ -211,9 +280,12 @@ def main(argv: list[str] | None = None) -> None:
         f"Absolute numbers differ between the original CIFAR and our copy; what should match is each method's gain "
         f"over {args.baseline} (ours: on our data; reported: the paper's number minus the reported {args.baseline}).",
         "",
-        f"| method | config | top-1 | gain over {args.baseline} | many | medium | few | fit wall time (s) | note | "
-        f"reported top-1 (source) | reported gain over {args.baseline} |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "Rows with several seeds give mean ± sample standard deviation (n - 1) over the seeds listed; the others one "
+        "run with the config's seed.",
+        "",
+        f"| method | config | seeds | top-1 | gain over {args.baseline} | many | medium | few | fit wall time (s) | "
+        f"note | reported top-1 (source) | reported gain over {args.baseline} |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     reported = json.loads(Path(args.reported).read_text()) if args.reported else {}
     ours_base = next((r["acc"] for r in rows if r["method"] == args.baseline), None)
@@ -222,9 +294,11 @@ def main(argv: list[str] | None = None) -> None:
         paper = reported.get(r["method"].split("@")[0])  # a row on another fit quotes the method's own number
         gain = None if ours_base is None or r["acc"] is None else r["acc"] - ours_base
         paper_gain = None if paper is None or paper_base is None else paper[0] - paper_base
+        seeds = ", ".join(str(seed) for seed in r["seeds"])
         lines.append(
-            f"| {r['method']} | `{r['config']}` | {_fmt(r['acc'])} | {_fmt_gain(gain, 100)} | {_fmt(r['many'])} | "
-            f"{_fmt(r['medium'])} | {_fmt(r['few'])} | {r['fit_wall_s']} | {r.get('note', '')} | "
+            f"| {r['method']} | `{r['config']}` | {seeds} | {_fmt(r['acc'], r['acc_std'])} | {_fmt_gain(gain, 100)} | "
+            + " | ".join(_fmt(r[key], r[f"{key}_std"]) for key in ("many", "medium", "few"))
+            + f" | {r['fit_wall_s']} | {r.get('note', '')} | "
             + (f"{paper[0]} ({paper[1]}) | " if paper else "– | ")
             + f"{_fmt_gain(paper_gain, 1)} |"
         )
