@@ -42,7 +42,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lt_lightning.data._split import hold_out_per_class
 from lt_lightning.data.balanced_reference import select_balanced_reference
 from lt_lightning.data.base import SamplerFactory
-from lt_lightning.data.image_files import ImageFileDataModule
+from lt_lightning.data.image_files import DEFAULT_CACHE_MAX_BYTES, ImageFileDataModule
 from lt_lightning.data.profiles import Profile, long_tail_counts, select_long_tail_indices
 
 #: file extensions taken as images (case-insensitive), those of torchvision's ``ImageFolder``
@@ -161,6 +161,10 @@ class ImageFolderLTDataModule(ImageFileDataModule):
             (``test_per_class``) ``> 0``, which then applies only where the folder is missing (one info line says so):
             the same arguments serve both layouts (``configs/data/folder_lt.yaml`` sets it). ``False`` (the default):
             a present folder with a non-zero count is an error (ambiguous).
+        augmentation_preset, cache_images, cache_max_bytes, max_image_pixels: the training augmentation preset
+            (``"random_resized_crop"``, ``"pad_crop"``, ``"randaugment"``, ``"trivialaugment"``), the in-memory cache
+            of decoded images, its size limit and PIL's decompression-bomb limit; see
+            :class:`~lt_lightning.data.image_files.ImageFileDataModule`.
         batch_size, eval_batch_size, num_workers, seed, augment, pin_memory, sampler: see
             :class:`~lt_lightning.data.base.LongTailDataModule`.
 
@@ -186,6 +190,10 @@ class ImageFolderLTDataModule(ImageFileDataModule):
         image_size: int = 224,
         resize_size: int | None = None,
         on_error: str = "raise",
+        augmentation_preset: str = "random_resized_crop",
+        cache_images: bool = False,
+        cache_max_bytes: int = DEFAULT_CACHE_MAX_BYTES,
+        max_image_pixels: int | None = None,
         on_empty_class: str = "error",
         split_seed: int = 0,
         balanced_reference: bool = False,
@@ -202,6 +210,10 @@ class ImageFolderLTDataModule(ImageFileDataModule):
             image_size=image_size,
             resize_size=resize_size,
             on_error=on_error,
+            augmentation_preset=augmentation_preset,
+            cache_images=cache_images,
+            cache_max_bytes=cache_max_bytes,
+            max_image_pixels=max_image_pixels,
             batch_size=batch_size,
             eval_batch_size=eval_batch_size,
             num_workers=num_workers,

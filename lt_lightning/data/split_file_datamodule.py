@@ -37,7 +37,7 @@ import numpy as np
 from lt_lightning.data._split import hold_out_per_class
 from lt_lightning.data.balanced_reference import select_balanced_reference
 from lt_lightning.data.base import SamplerFactory
-from lt_lightning.data.image_files import ImageFileDataModule
+from lt_lightning.data.image_files import DEFAULT_CACHE_MAX_BYTES, ImageFileDataModule
 from lt_lightning.data.split_file import parse_split_file
 
 HOW_TO_GET_SPLIT_DATA = (
@@ -69,6 +69,10 @@ class SplitFileDataModule(ImageFileDataModule):
         balanced_reference: train on the balanced reference set (see the module docstring).
         reference_file: split file of the images the balanced reference set is drawn from (default the training
             file); only read with ``balanced_reference``.
+        augmentation_preset, cache_images, cache_max_bytes, max_image_pixels: the training augmentation preset
+            (``"random_resized_crop"``, ``"pad_crop"``, ``"randaugment"``, ``"trivialaugment"``), the in-memory cache
+            of decoded images, its size limit and PIL's decompression-bomb limit; see
+            :class:`~lt_lightning.data.image_files.ImageFileDataModule`.
         batch_size, eval_batch_size, num_workers, seed, augment, pin_memory, sampler: see
             :class:`~lt_lightning.data.base.LongTailDataModule`.
 
@@ -93,6 +97,10 @@ class SplitFileDataModule(ImageFileDataModule):
         image_size: int = 224,
         resize_size: int | None = None,
         on_error: str = "raise",
+        augmentation_preset: str = "random_resized_crop",
+        cache_images: bool = False,
+        cache_max_bytes: int = DEFAULT_CACHE_MAX_BYTES,
+        max_image_pixels: int | None = None,
         split_seed: int = 0,
         balanced_reference: bool = False,
         reference_file: str | None = None,
@@ -108,6 +116,10 @@ class SplitFileDataModule(ImageFileDataModule):
             image_size=image_size,
             resize_size=resize_size,
             on_error=on_error,
+            augmentation_preset=augmentation_preset,
+            cache_images=cache_images,
+            cache_max_bytes=cache_max_bytes,
+            max_image_pixels=max_image_pixels,
             batch_size=batch_size,
             eval_batch_size=eval_batch_size,
             num_workers=num_workers,

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+from torchvision.transforms import v2
 
 CIFAR_MEAN: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
 CIFAR_STD: tuple[float, float, float] = (0.2023, 0.1994, 0.2010)
@@ -219,3 +220,61 @@ class DeviceAugmentation(nn.Module):
             f"mean={self.mean}, std={self.std}, padding={self.padding}, flip={self.flip}, "
             f"view_augment={self.view_augment!r}"
         )
+
+
+AUGMENTATION_PRESETS: tuple[str, ...] = ("random_resized_crop", "pad_crop", "randaugment", "trivialaugment")
+"""Train-time augmentation presets of the image-file datamodules (``augmentation_preset`` argument of
+:class:`~lt_lightning.data.image_files.ImageFileDataModule`); see :func:`image_train_transform`."""
+
+
+def check_augmentation_preset(preset: str) -> str:
+    """``preset`` if it is one of :data:`AUGMENTATION_PRESETS`, else ``ValueError`` naming ``augmentation_preset``."""
+    if not isinstance(preset, str) or preset not in AUGMENTATION_PRESETS:
+        raise ValueError(
+            f"augmentation_preset must be one of {', '.join(map(repr, AUGMENTATION_PRESETS))}, got {preset!r} "
+            "(pad_crop: CIFAR-style for small images; random_resized_crop: ImageNet-style; randaugment / "
+            "trivialaugment: torchvision's policies after the random resized crop)"
+        )
+    return preset
+
+
+def pad_crop_padding(image_size: int) -> int:
+    """Zero padding of the ``pad_crop`` preset: ``max(1, image_size // 8)``, CIFAR's 4 pixels at 32 x 32."""
+    return max(1, int(image_size) // 8)
+
+
+def image_train_transform(augmentation_preset: str, image_size: int, horizontal_flip: bool = True) -> v2.Compose:
+    """The per-image (DataLoader worker) training pipeline of an augmentation preset, on a PIL RGB image.
+
+    With ``S = image_size``:
+
+    * ``"random_resized_crop"`` (ImageNet-style; facebookresearch/classifier-balancing ``data/dataloader.py``, the
+      recipe of the ImageNet-LT / Places-LT numbers): ``RandomResizedCrop(S)`` (scale ``(0.08, 1)``, ratio
+      ``(3/4, 4/3)``), then ``RandomHorizontalFlip(0.5)`` if ``horizontal_flip``.
+    * ``"randaugment"``: the same, then torchvision's ``RandAugment()`` (2 operations of magnitude 9 of 31 bins;
+      Cubuk et al., CVPR-W 2020), in the order of mmpretrain's ``configs/_base_/datasets/imagenet_bs64_swin_256.py``
+      and of PaCo's ImageNet-LT pipeline (dvlab-research/Parametric-Contrastive-Learning ``LT/paco_lt.py``,
+      ``augmentation_randncls``: RandomResizedCrop -> flip -> colour jitter -> RandAugment; the colour jitter and
+      timm's magnitude noise are not part of this preset).
+    * ``"trivialaugment"``: the same with ``TrivialAugmentWide()`` (one operation, uniform magnitude; Müller &
+      Hutter, ICCV 2021) instead of RandAugment.
+    * ``"pad_crop"`` (CIFAR-style for small images; kaidic/LDAM-DRW ``cifar_train.py``: ``RandomCrop(32,
+      padding=4)`` + ``RandomHorizontalFlip``): the worker only brings the image to ``S x S`` -- ``Resize(S)`` of
+      the shorter side, ``CenterCrop(S)``, the whole image of a square input -- and the random crop with
+      :func:`pad_crop_padding` zero padding and the flip run batched on the device
+      (:class:`DeviceAugmentation`, set up by the datamodule), as for CIFAR. This part is deterministic.
+
+    Raises:
+        ValueError: an unknown ``augmentation_preset`` (:func:`check_augmentation_preset`).
+    """
+    augmentation_preset = check_augmentation_preset(augmentation_preset)
+    if augmentation_preset == "pad_crop":
+        return v2.Compose([v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)])
+    steps: list[v2.Transform] = [v2.RandomResizedCrop(image_size, antialias=True)]
+    if horizontal_flip:
+        steps.append(v2.RandomHorizontalFlip(0.5))
+    if augmentation_preset == "randaugment":
+        steps.append(v2.RandAugment())
+    elif augmentation_preset == "trivialaugment":
+        steps.append(v2.TrivialAugmentWide())
+    return v2.Compose(steps)
