@@ -17,6 +17,10 @@ published report by default.
 ``--extra --trainer.max_epochs 2 --trainer.accelerator gpu --report-dir X`` (a value that starts with ``-`` needs
 the ``KEY=VALUE`` form). It may be given more than once.
 
+Method configs and budget files named by relative paths are found from the study file (its folder, else the nearest
+folder above it that holds them; :func:`lt_lightning.study.config.resolve_config_path`), so the command runs from
+any directory; ``runs_dir`` and ``report_dir`` are relative to the current directory.
+
 Every (method, training set, seed) is one run of the ordinary ``lt-lightning fit`` / ``test`` (see
 :mod:`lt_lightning.study.grid`), cached in the runs folder: a second call skips what is finished, a killed study
 resumes. A run that fails is reported (its error line and log) and the rest of the grid goes on; the exit status is
@@ -40,6 +44,7 @@ Every shard must be given the same ``--extra`` (it is part of the runs' cache ke
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 import sys
 from collections.abc import Sequence
@@ -51,10 +56,32 @@ from lt_lightning.study.grid import build_units, parse_shard, run_grid, shard_un
 from lt_lightning.study.launch import LAUNCHERS, Launch
 from lt_lightning.study.report import write_report
 
+_ROLE = re.compile(r":[a-z]+(?::[a-z]+)?:`(~?)([^`<]*?)\s*(?:<([^>]*)>)?`")
+
+
+def plain_text(rst: str) -> str:
+    """A docstring's reStructuredText markup as plain text for ``--help``.
+
+    Double back-quoted code loses its back-quotes, a role such as ``:mod:`a.b``` becomes ``a.b`` (``~a.B``: ``B``;
+    ``text <target>``: ``text``), and a paragraph's closing ``::`` becomes ``:``.
+    """
+
+    def role(match: re.Match[str]) -> str:
+        tilde, text, target = match.groups()
+        if target is not None:
+            return text
+        return text.rsplit(".", 1)[-1] if tilde else text
+
+    text = _ROLE.sub(role, rst)
+    text = re.sub(r"``(.+?)``", r"\1", text)
+    return re.sub(r"(\S)::$", r"\1:", text, flags=re.MULTILINE)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="lt-lightning study", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="lt-lightning study",
+        description=plain_text(__doc__ or ""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-c", "--config", required=True, help="the study YAML (lt_lightning.study.config)")
     parser.add_argument("--shard", default=None, help="K/N: run only shard K of N (1 <= K <= N) of the grid")
@@ -206,4 +233,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     return status
 
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "plain_text"]

@@ -24,8 +24,11 @@ lists decoupled stages to measure on a config method's long-tailed runs for Tabl
 ``family`` is the survey's taxonomy: ``baseline`` (softmax), ``re-balancing`` (class re-balancing),
 ``augmentation`` (information augmentation), ``module`` (module improvement).
 
-Relative paths (method configs, budget files, ``runs_dir``, ``report_dir``) are taken from the current directory
-(the repository root for the configs under ``configs/study/``), as ``lt-lightning -c`` takes them.
+Relative paths of method configs and budget files are found from the study file (:func:`resolve_config_path`): in
+the study file's folder, else in the nearest folder above it that holds them (the repository root for the shipped
+``configs/study/*.yaml``, whose paths read ``configs/experiments/...``), else in the current directory; so a study
+runs from any directory. ``runs_dir`` and ``report_dir`` are outputs, relative to the current directory (like
+Lightning's ``logs/``; ``--runs-dir`` / ``--report-dir`` choose others).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -238,8 +241,33 @@ def parse_study(raw: Mapping[str, Any], path: str | None = None) -> StudyConfig:
     )
 
 
+def resolve_config_path(path: str, study_dir: Path) -> str:
+    """Where a method config or budget file named ``path`` in a study file of folder ``study_dir`` is.
+
+    An absolute ``path`` is itself. A relative one is looked for in ``study_dir``, then in each folder above it (the
+    first that holds it wins: the shipped studies name ``configs/experiments/...`` from the repository root), then
+    left relative to the current directory (where :func:`missing_files` reports it when it is not there either).
+
+    Returns:
+        The path found, relative to the current directory when it lies below it (so a study run from the repository
+        root names its configs as before), else absolute; ``path`` itself when it is found nowhere.
+    """
+    if Path(path).is_absolute():
+        return path
+    base = study_dir.resolve()
+    for folder in (base, *base.parents):
+        candidate = folder / path
+        if candidate.is_file():
+            try:
+                return str(candidate.relative_to(Path.cwd().resolve()))
+            except ValueError:
+                return str(candidate)
+    return path
+
+
 def load_study(path: str | Path) -> StudyConfig:
-    """Read and check a study YAML (:func:`parse_study`).
+    """Read and check a study YAML (:func:`parse_study`); method configs and budget files are found from the study
+    file (:func:`resolve_config_path`).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -253,9 +281,15 @@ def load_study(path: str | Path) -> StudyConfig:
     except yaml.YAMLError as err:
         raise ValueError(f"study config {str(file)!r} is not valid YAML: {err}") from err
     try:
-        return parse_study(raw, str(file))
+        study = parse_study(raw, str(file))
     except ValueError as err:
         raise ValueError(f"study config {str(file)!r}: {err}") from err
+    methods = tuple(
+        m if m.config is None else replace(m, config=resolve_config_path(m.config, file.parent)) for m in study.methods
+    )
+    return study.with_overrides(
+        methods=methods, budget=tuple(resolve_config_path(b, file.parent) for b in study.budget)
+    )
 
 
 def missing_files(study: StudyConfig) -> list[str]:
@@ -280,4 +314,5 @@ __all__ = [
     "missing_files",
     "normalise_cli_args",
     "parse_study",
+    "resolve_config_path",
 ]
