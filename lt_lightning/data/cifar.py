@@ -26,7 +26,9 @@ rho = 100: 12,406 images, 1,240 per class), drawn with ``split_seed`` from the f
 images (:mod:`lt_lightning.data.balanced_reference`). Validation and test sets are those of the long-tailed set.
 
 The reader parses the original pickles itself (``cifar-10-batches-py/`` or ``cifar-100-python/`` under ``root``)
-and does not run torchvision's md5 check, so re-encoded copies (e.g. ``../shared/data/make_cifar10.py``) work.
+and does not run torchvision's md5 check, so re-encoded copies of the same layout work. With ``download=True`` a
+missing dataset is fetched first by torchvision's downloader (:func:`download_cifar`: the archive of torchvision's
+``CIFAR10`` / ``CIFAR100`` classes, md5-checked, extracted into ``root``).
 """
 
 from __future__ import annotations
@@ -49,8 +51,8 @@ from lt_lightning.data.transforms import CIFAR_MEAN, CIFAR_STD
 CIFAR10_DIR = "cifar-10-batches-py"
 CIFAR100_DIR = "cifar-100-python"
 _GET_DATA = (
-    "download {url} and extract it into {root} (so that {path} exists); on machines with ../shared/data, "
-    "`python ../shared/data/make_cifar10.py {root}` writes CIFAR-10"
+    "set download: true (--data.init_args.download true) to let torchvision download it, or download {url} and "
+    "extract it into {root} yourself, so that {path}/ holds the python-pickle batches"
 )
 
 
@@ -118,6 +120,47 @@ def _check_labels(value: Any, path: str, key: str, count: int, num_classes: int)
         bad = int(np.flatnonzero((labels < 0) | (labels >= num_classes))[0])
         raise ValueError(f"{what}: label {int(labels[bad])} at index {bad} is outside [0, {num_classes})")
     return labels.astype(np.int64)
+
+
+def _torchvision_cifar(num_classes: int) -> Any:
+    from torchvision import datasets  # local: only download needs it
+
+    if num_classes == 10:
+        return datasets.CIFAR10
+    if num_classes == 100:
+        return datasets.CIFAR100
+    raise ValueError(f"num_classes must be 10 or 100 for CIFAR, got {num_classes}")
+
+
+def cifar_files_present(root: str, num_classes: int) -> bool:
+    """Whether every file :func:`read_cifar` reads (train and test batches, meta) exists under ``root``."""
+    folder, files = (CIFAR10_DIR, [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta"])
+    if num_classes == 100:
+        folder, files = CIFAR100_DIR, ["train", "test", "meta"]
+    return all(os.path.isfile(os.path.join(os.fspath(root), folder, name)) for name in files)
+
+
+def download_cifar(root: str, num_classes: int) -> bool:
+    """Download and extract CIFAR-``num_classes`` into ``root`` with torchvision's downloader, unless it is there.
+
+    Calls ``torchvision.datasets.utils.download_and_extract_archive`` with the ``url``, ``filename`` and ``tgz_md5``
+    of torchvision's ``CIFAR10`` / ``CIFAR100`` class (the archive is md5-checked, then extracted into ``root``,
+    giving ``root/cifar-10-batches-py/`` or ``root/cifar-100-python/``). Returns ``True`` if it downloaded. Run it
+    once on one process before a multi-process (DDP) run: every process that finds the data missing downloads.
+
+    Raises:
+        ValueError: ``num_classes`` other than 10 or 100.
+    """
+    dataset = _torchvision_cifar(num_classes)
+    if cifar_files_present(root, num_classes):
+        return False
+    from torchvision.datasets import utils as tv_utils  # local: only download needs it
+
+    os.makedirs(os.fspath(root), exist_ok=True)
+    tv_utils.download_and_extract_archive(
+        dataset.url, download_root=os.fspath(root), filename=dataset.filename, md5=dataset.tgz_md5
+    )
+    return True
 
 
 def read_cifar(root: str, num_classes: int, train: bool) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -203,6 +246,9 @@ class CIFARLTDataModule(LongTailDataModule):
         split_seed: seed of LDAM-DRW's selection (``rand_number``, 0 in the paper's runs).
         balanced_reference: train on the balanced reference set (``floor(N / C)`` per class from the training images
             outside the validation set) instead of the long-tailed set; see the module docstring.
+        download: fetch the dataset into ``root`` with torchvision's downloader when it is missing
+            (:func:`download_cifar`; needs internet). Default ``False``: a missing dataset is a
+            ``FileNotFoundError`` that says how to get it.
         **kwargs: :class:`~lt_lightning.data.base.LongTailDataModule` arguments (batch_size, seed, ...).
     """
 
@@ -222,6 +268,7 @@ class CIFARLTDataModule(LongTailDataModule):
         val_source: Literal["unused", "holdout"] = "unused",
         split_seed: int = 0,
         balanced_reference: bool = False,
+        download: bool = False,
         batch_size: int = 128,
         **kwargs: Any,
     ) -> None:
@@ -237,6 +284,9 @@ class CIFARLTDataModule(LongTailDataModule):
         if val_source not in ("unused", "holdout"):
             raise ValueError(f"val_source must be 'unused' or 'holdout', got {val_source!r}")
         self.val_source = val_source
+        self.download = bool(download)
+        if self.download:
+            download_cifar(self.root, self.dataset_classes)
         images, labels, names = read_cifar(self.root, self.dataset_classes, train=True)
         pool = np.arange(len(labels))
         if val_source == "holdout":
@@ -294,4 +344,11 @@ class CIFAR100LTDataModule(CIFARLTDataModule):
     default_val_per_class = 20
 
 
-__all__ = ["CIFAR10LTDataModule", "CIFAR100LTDataModule", "CIFARLTDataModule", "read_cifar"]
+__all__ = [
+    "CIFAR10LTDataModule",
+    "CIFAR100LTDataModule",
+    "CIFARLTDataModule",
+    "cifar_files_present",
+    "download_cifar",
+    "read_cifar",
+]

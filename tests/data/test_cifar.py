@@ -1,7 +1,7 @@
 """CIFAR-10-LT / CIFAR-100-LT datamodules against LDAM-DRW's split (``lt_lightning.data.cifar``).
 
-CIFAR-10 comes from ``../shared/data/make_cifar10.py`` (session fixture ``cifar10_root``; those tests are skipped
-where it is absent). CIFAR-100 is not available offline, so a tiny file of the original layout is generated here
+CIFAR-10 is the session fixture ``cifar10_root`` (a local copy; those tests are skipped where it is absent).
+CIFAR-100 is not available offline, so a tiny file of the original layout is generated here
 (100 classes x 20 training images, shuffled): the reader derives ``n_max = N / C = 20`` from it.
 """
 
@@ -17,7 +17,7 @@ import torch
 
 from lt_lightning.data.cifar import CIFAR10LTDataModule, CIFAR100LTDataModule, read_cifar
 from lt_lightning.data.profiles import long_tail_counts
-from tests.cifar_files import write_tiny_cifar100
+from tests.cifar_files import write_tiny_cifar10, write_tiny_cifar100
 
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -53,9 +53,46 @@ def test_missing_root_names_path_and_how_to_get_data(tmp_path: Path) -> None:
         CIFAR10LTDataModule(root=str(root))
     message = str(info.value)
     assert str(root / "cifar-10-batches-py") in message
-    assert "cifar-10-python.tar.gz" in message and "make_cifar10.py" in message
-    with pytest.raises(FileNotFoundError, match="cifar-100-python"):
+    assert "cifar-10-python.tar.gz" in message and "download: true" in message
+    assert "shared" not in message and "make_cifar10" not in message  # no path of our own machines
+    with pytest.raises(FileNotFoundError, match="cifar-100-python.*download: true"):
         CIFAR100LTDataModule(root=str(root))
+
+
+def test_no_message_points_at_our_machines() -> None:
+    """Error messages and config headers say how to get the data, never a path of the project's machines."""
+    repo = Path(__file__).resolve().parents[2]
+    for path in [*(repo / "lt_lightning").rglob("*.py"), *(repo / "configs" / "data").glob("*.yaml")]:
+        text = path.read_text()
+        for needle in ("/work/shared", "lt_data", "../shared"):
+            assert needle not in text, f"{path}: {needle}"
+
+
+@pytest.mark.parametrize(("cls", "classes"), [(CIFAR10LTDataModule, 10), (CIFAR100LTDataModule, 100)])
+def test_download_true_calls_torchvisions_downloader_once(cls, classes: int, tmp_path: Path, monkeypatch) -> None:
+    """``download=True`` fetches a missing dataset with torchvision's ``download_and_extract_archive`` (replaced here
+    by a writer of tiny files of the original layout: tests never download) and reads what it extracted."""
+    import torchvision.datasets as tv_datasets
+    import torchvision.datasets.utils as tv_utils
+
+    calls = []
+
+    def fake_download(url, download_root, extract_root=None, filename=None, md5=None, remove_finished=False):
+        calls.append((url, download_root, filename, md5))
+        write = write_tiny_cifar10 if classes == 10 else write_tiny_cifar100
+        write(Path(download_root), 60 if classes == 10 else 20, 2)
+
+    monkeypatch.setattr(tv_utils, "download_and_extract_archive", fake_download)
+    root = tmp_path / "data"
+    with pytest.raises(FileNotFoundError):  # the default: no download
+        cls(root=str(root), imbalance_ratio=2.0, val_per_class=1, val_source="holdout")
+    assert calls == []
+    dm = cls(root=str(root), imbalance_ratio=2.0, val_per_class=1, val_source="holdout", download=True)
+    reference = tv_datasets.CIFAR10 if classes == 10 else tv_datasets.CIFAR100
+    assert calls == [(reference.url, str(root), reference.filename, reference.tgz_md5)]
+    assert dm.num_classes == classes and dm.download
+    cls(root=str(root), imbalance_ratio=2.0, val_per_class=1, val_source="holdout", download=True)  # present now
+    assert len(calls) == 1  # not fetched again
 
 
 def test_bad_arguments_before_reading(tmp_path: Path) -> None:
