@@ -28,6 +28,12 @@ Without a logger (``--trainer.logger false``) every config runs and nothing land
 ``trainer.default_root_dir`` is given each run gets its own folder ``logs/no_logger/version_N`` (the trainer's
 ``default_root_dir``, hence ``log_dir``), which holds the saved ``config.yaml``, the test report and the checkpoints
 of a ``ModelCheckpoint`` without ``dirpath``; ``--ckpt_path last`` searches every ``version_N`` there.
+
+Errors (:mod:`lt_lightning.cli_errors`): before anything runs, the backbone's ``in_channels`` is checked against the
+data's channels, a ``--ckpt_path`` file against the checkpoint formats and ``--trainer.accelerator gpu`` against the
+machine; :func:`main` prints an error of the user's input as ``error: <message>`` and the option that caused it
+(exit status 1), the traceback with ``--debug`` or ``LT_LIGHTNING_DEBUG=1``. ``lt-lightning --help`` lists
+``study``; ``lt-lightning --version`` prints the versions of lt_lightning, torch, lightning and Python.
 """
 
 from __future__ import annotations
@@ -56,6 +62,18 @@ from lt_lightning.callbacks.data_fingerprint import DataFingerprint
 from lt_lightning.callbacks.prediction_writer import PredictionWriter
 from lt_lightning.callbacks.test_report import TestReport
 from lt_lightning.checkpointing import AtomicCheckpointIO
+from lt_lightning.cli_errors import (
+    DEBUG_ENV,
+    DEBUG_FLAG,
+    OPTION_ATTRIBUTE,
+    check_accelerator,
+    check_channels,
+    check_checkpoint_file,
+    debug_requested,
+    failed_option,
+    is_user_error,
+    short_error,
+)
 from lt_lightning.data.base import LongTailDataModule
 from lt_lightning.module import LongTailModule
 
@@ -104,6 +122,30 @@ def _is_remote(path: str) -> bool:
     return "://" in path
 
 
+#: the ``study`` command in ``lt-lightning --help`` (:func:`main` runs it; :mod:`lt_lightning.study.cli`)
+STUDY_HELP = (
+    "Run the survey's empirical study over a grid of methods and write its report (lt-lightning study -c "
+    "STUDY.yaml; lt-lightning study --help)."
+)
+DESCRIPTION = (
+    "lt-lightning: deep long-tailed image classification on PyTorch Lightning. An error prints its message and the "
+    f"option that caused it; add {DEBUG_FLAG} (or set {DEBUG_ENV}=1) for the full traceback."
+)
+
+
+def version_text() -> str:
+    """``0.1.0 (torch ..., lightning ..., Python ...)``: what ``lt-lightning --version`` prints after the name."""
+    import platform
+
+    import lightning
+    import torch
+
+    from lt_lightning import __version__
+
+    python = platform.python_version()
+    return f"{__version__} (torch {torch.__version__}, lightning {lightning.__version__}, Python {python})"
+
+
 class LongTailCLI(LightningCLI):
     """LightningCLI with the class-prior links, a rich progress bar, the test report, the data fingerprint and
     atomic checkpoint writes by default."""
@@ -115,7 +157,54 @@ class LongTailCLI(LightningCLI):
         kwargs.setdefault("subclass_mode_data", True)
         kwargs.setdefault("auto_configure_optimizers", False)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        # the main parser's name (also under `python -m lt_lightning`), --version and description
+        kwargs["parser_kwargs"] = {
+            "prog": "lt-lightning",
+            "version": version_text(),
+            "description": DESCRIPTION,
+            **(kwargs.get("parser_kwargs") or {}),
+        }
         super().__init__(*args, **kwargs)
+
+    def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
+        """Lightning's subcommands, and ``study`` for ``lt-lightning --help`` (:func:`main` runs it, not this class)."""
+        super()._add_subcommands(parser, **kwargs)
+        action = parser._subcommands_action
+        if action is not None and "study" not in action.choices:
+            action.add_subcommand("study", self.init_parser(description=STUDY_HELP), help=STUDY_HELP)
+
+    def _parse_ckpt_path(self) -> None:
+        """Check that a local ``--ckpt_path`` file is a checkpoint before Lightning reads its hyper-parameters
+        (a text file gave ``KeyError: 101``); an unreadable one is one ``ValueError`` naming the path."""
+        subcommand = self.config.get("subcommand")
+        path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if isinstance(path, str) and not _is_remote(path) and os.path.isfile(path):
+            check_checkpoint_file(path)
+        try:
+            super()._parse_ckpt_path()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except Exception as err:
+            raise ValueError(
+                f"--ckpt_path {path}: cannot read it as a checkpoint ({type(err).__name__}: {err})"
+            ) from err
+
+    def instantiate_classes(self) -> None:
+        """Build the config's classes; an error raised by one of them records its option (shown by :func:`main`),
+        then the backbone's ``in_channels`` is checked against the data's channels, before anything runs."""
+        try:
+            super().instantiate_classes()
+        except Exception as err:
+            config = self.config.get(self.subcommand) if self.subcommand else self.config
+            try:
+                setattr(err, OPTION_ATTRIBUTE, failed_option(err, config))
+            except Exception:  # noqa: BLE001 - finding the option must never hide the error itself
+                pass
+            raise
+        ckpt_path = self.config[self.subcommand].get("ckpt_path") if self.subcommand else None
+        # a checkpoint file's saved hyper-parameters built the model (LightningCLI._parse_ckpt_path)
+        from_file = isinstance(ckpt_path, str) and not _is_remote(ckpt_path) and os.path.isfile(ckpt_path)
+        check_channels(self.model, self.datamodule, ckpt_path if from_file else None)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
@@ -125,6 +214,7 @@ class LongTailCLI(LightningCLI):
         parser.add_lightning_class_args(PredictionWriter, "prediction")
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Trainer:
+        check_accelerator(config.get("accelerator"))
         self._no_logger_root: str | None = None
         if _has_no_logger(config):
             config, callbacks = self._without_logger(config, callbacks)
@@ -163,6 +253,8 @@ class LongTailCLI(LightningCLI):
         """Refuse ``test`` / ``validate`` / ``predict`` without a checkpoint (before any data is loaded)."""
         super().before_instantiate_classes()
         subcommand = self.subcommand
+        if subcommand == "study":
+            raise ValueError("study is a command of its own: give it first, `lt-lightning study -c STUDY.yaml ...`")
         if subcommand in EVALUATING and self.config[subcommand].get("ckpt_path") is None:
             raise ValueError(
                 f"{subcommand}: no checkpoint given, it would evaluate the untrained initial weights; pass --ckpt_path "
@@ -288,6 +380,12 @@ def main(args: list[str] | None = None) -> None:
     Returns ``None`` so that the console script exits with status 0 (``sys.exit(main())``); use :func:`run` to get
     the CLI object. ``lt-lightning study ...`` (first argument ``study``) runs the survey's empirical study instead
     (:mod:`lt_lightning.study.cli`) and exits with its status.
+
+    An error of the user's input (:func:`~lt_lightning.cli_errors.is_user_error`: a bad value refused by a class of
+    the config, a wrong ``--ckpt_path``, a missing file, a channel mismatch, an unavailable accelerator) prints a few
+    lines (:func:`~lt_lightning.cli_errors.short_error`: the message, the option, how to see more) and exits with
+    status 1; ``--debug`` (anywhere in the arguments) or ``LT_LIGHTNING_DEBUG=1`` raises it with its traceback.
+    Other errors keep their traceback. :func:`run` always raises.
     """
     argv = sys.argv[1:] if args is None else list(args)
     if argv[:1] == ["study"]:
@@ -297,4 +395,17 @@ def main(args: list[str] | None = None) -> None:
         if status:
             sys.exit(status)
         return
-    run(args)
+    debug = debug_requested(argv)
+    if DEBUG_FLAG in argv:
+        argv = [a for a in argv if a != DEBUG_FLAG]
+        if args is None:  # the console script: LightningCLI reads sys.argv (given args too, it warns)
+            sys.argv[1:] = argv
+        else:
+            args = argv
+    try:
+        run(args)
+    except Exception as err:
+        if debug or not is_user_error(err):
+            raise
+        sys.stderr.write(short_error(err) + "\n")
+        sys.exit(1)

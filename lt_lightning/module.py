@@ -63,6 +63,8 @@ HeadCallable = Callable[[int, int], nn.Module]
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 #: prefix that ``torch.compile(module)`` (an ``OptimizedModule`` wrapper) adds to the state-dict keys of ``module``
 COMPILED_PREFIX = "_orig_mod."
+#: the metrics shown in the progress bar (besides the loss): the validation top-1 and class-balanced accuracy
+PROGRESS_BAR_KEYS: tuple[str, ...] = ("val/acc", "val/acc_balanced")
 
 
 def _upcast(x: Tensor) -> Tensor:
@@ -405,7 +407,10 @@ class LongTailModule(LightningModule):
     def _log_results(self, stage: str, results: dict[str, Tensor]) -> None:
         scalars = {f"{stage}/{k}": v for k, v in results.items() if v.ndim == 0}
         # Values come from a metric whose states are already summed over processes: identical on every rank.
-        self.log_dict(scalars, sync_dist=False, rank_zero_only=False)
+        shown = {k: v for k, v in scalars.items() if k in PROGRESS_BAR_KEYS}
+        self.log_dict({k: v for k, v in scalars.items() if k not in shown}, sync_dist=False, rank_zero_only=False)
+        if shown:  # once per validation epoch: no per-step host sync
+            self.log_dict(shown, prog_bar=True, sync_dist=False, rank_zero_only=False)
 
     def _log_experts(self, stage: str, metrics: nn.ModuleList) -> None:
         for i, metric in enumerate(metrics):
