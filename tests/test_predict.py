@@ -106,6 +106,26 @@ def test_predict_on_the_training_split_has_one_row_per_training_image(tmp_path, 
     assert not (tmp_path / "p.json").exists()
 
 
+def test_limited_predict_batches_write_the_predicted_images_with_a_warning(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    main(["fit", "-c", CE, *FIT])
+    with pytest.warns(UserWarning, match=r"64 of the 400 images of 'test' were predicted"):
+        main(
+            [
+                "predict",
+                "-c",
+                CE,
+                "--ckpt_path",
+                "last",
+                "--trainer.limit_predict_batches",
+                "1",
+                "--prediction.output",
+                "p",
+            ]
+        )
+    assert len(_read_csv(tmp_path / "p.csv")) == 64
+
+
 def test_predict_refuses_a_source_that_is_neither_a_split_nor_a_folder(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     main(["fit", "-c", CE, *FIT])

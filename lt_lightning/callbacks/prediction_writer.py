@@ -27,7 +27,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch.distributed as dist
 from lightning.pytorch.callbacks import BasePredictionWriter
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
 from lt_lightning.data.predict_source import check_predict_source
@@ -142,8 +142,13 @@ class PredictionWriter(BasePredictionWriter):
             return
         ids, labels = trainer.datamodule.predict_items()
         names = list(getattr(trainer.datamodule, "class_names", None) or map(str, range(pl_module.num_classes)))
-        if len({row[0] for row in rows}) != len(rows) or len(rows) != len(ids):
+        if len({row[0] for row in rows}) != len(rows) or len(rows) > len(ids):
             raise RuntimeError(f"PredictionWriter: {len(rows)} predictions for the {len(ids)} images of the source")
+        if len(rows) < len(ids):
+            rank_zero_warn(
+                f"PredictionWriter: {len(rows)} of the {len(ids)} images of {self.source!r} were predicted "
+                f"(trainer.limit_predict_batches={trainer.limit_predict_batches}); the files hold those only"
+            )
         base = self.output_path(trainer)
         os.makedirs(os.path.dirname(os.path.abspath(base)), exist_ok=True)
         records = []
