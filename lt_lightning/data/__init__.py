@@ -1,23 +1,12 @@
 """Long-tailed datamodules, samplers, profiles and device-side transforms."""
 
-from lt_lightning.data.base import (
-    ImageBatch,
-    LongTailDataModule,
-    TensorImageDataset,
-    TrainIndices,
-    check_labels,
-    collate_image_batch,
-)
 from lt_lightning.data.cifar import CIFAR10LTDataModule, CIFAR100LTDataModule
+from lt_lightning.data.datamodule import LongTailDataModule
 from lt_lightning.data.digits import DigitsLTDataModule
 from lt_lightning.data.folder import ImageFolderLTDataModule
-from lt_lightning.data.image_files import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    ImageFileDataModule,
-    ImageFileDataset,
-    UnreadableImageError,
-)
+from lt_lightning.data.image_datamodule import IMAGENET_MEAN, IMAGENET_STD, ImageFileDataModule
+from lt_lightning.data.image_dataset import ImageFileDataset
+from lt_lightning.data.image_decoding import UnreadableImageError
 from lt_lightning.data.profiles import long_tail_counts, select_long_tail_indices
 from lt_lightning.data.resampling import (
     ClassAwareSampler,
@@ -31,6 +20,13 @@ from lt_lightning.data.samplers import EpochSampler, InstanceBalancedSampler, Un
 from lt_lightning.data.split_file import parse_split_file
 from lt_lightning.data.split_file_datamodule import SplitFileDataModule
 from lt_lightning.data.synthetic import SyntheticLTDataModule
+from lt_lightning.data.tensor_dataset import (
+    ImageBatch,
+    TensorImageDataset,
+    TrainIndices,
+    check_labels,
+    collate_image_batch,
+)
 from lt_lightning.data.transforms import (
     CIFAR_MEAN,
     CIFAR_STD,

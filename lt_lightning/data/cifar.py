@@ -44,8 +44,9 @@ import torch
 
 from lt_lightning.data._split import hold_out_per_class
 from lt_lightning.data.balanced_reference import select_balanced_reference
-from lt_lightning.data.base import LongTailDataModule, TensorImageDataset
+from lt_lightning.data.datamodule import LongTailDataModule
 from lt_lightning.data.profiles import Profile, long_tail_counts, select_long_tail_indices
+from lt_lightning.data.tensor_dataset import TensorImageDataset
 from lt_lightning.data.transforms import CIFAR_MEAN, CIFAR_STD
 
 CIFAR10_DIR = "cifar-10-batches-py"

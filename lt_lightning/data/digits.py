@@ -27,8 +27,9 @@ import torch
 
 from lt_lightning.data._split import hold_out_per_class
 from lt_lightning.data.balanced_reference import select_balanced_reference
-from lt_lightning.data.base import LongTailDataModule, TensorImageDataset
+from lt_lightning.data.datamodule import LongTailDataModule
 from lt_lightning.data.profiles import Profile, long_tail_counts, select_long_tail_indices
+from lt_lightning.data.tensor_dataset import TensorImageDataset
 
 #: mean / std of the [0, 1] digit pixels over the whole scikit-learn set
 DIGITS_MEAN = (0.3053,)

@@ -41,29 +41,11 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from lt_lightning.data._split import hold_out_per_class
 from lt_lightning.data.balanced_reference import select_balanced_reference
-from lt_lightning.data.base import SamplerFactory
-from lt_lightning.data.image_files import DEFAULT_CACHE_MAX_BYTES, ImageFileDataModule
+from lt_lightning.data.datamodule import SamplerFactory
+from lt_lightning.data.image_cache import DEFAULT_CACHE_MAX_BYTES
+from lt_lightning.data.image_datamodule import ImageFileDataModule
+from lt_lightning.data.image_listing import IMAGE_EXTENSIONS, list_class_folders, list_images, list_images_flat
 from lt_lightning.data.profiles import Profile, long_tail_counts, select_long_tail_indices
-
-#: file extensions taken as images (case-insensitive), those of torchvision's ``ImageFolder``
-IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-
-
-def list_class_folders(folder: str) -> list[str]:
-    """Sorted names of the non-hidden sub-directories of ``folder``."""
-    with os.scandir(folder) as entries:
-        return sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
-
-
-def list_images(folder: str, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[str]:
-    """Sorted paths of the image files under ``folder`` (recursive, symlinks followed, hidden entries skipped)."""
-    exts = tuple(e.lower() for e in extensions)
-    found: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        found.extend(os.path.join(dirpath, f) for f in filenames if not f.startswith(".") and f.lower().endswith(exts))
-    return sorted(found)
-
 
 ON_EMPTY_CLASS_CHOICES = ("error", "skip")
 
@@ -126,15 +108,6 @@ def scan_split_folder(
             paths.extend(files[name])
             labels.extend([index[name]] * len(files[name]))
     return paths, labels, classes
-
-
-def list_images_flat(folder: str, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[str]:
-    """Sorted paths of the image files directly in ``folder`` (not in sub-folders; hidden entries skipped)."""
-    exts = tuple(e.lower() for e in extensions)
-    with os.scandir(folder) as entries:
-        return sorted(
-            e.path for e in entries if e.is_file() and not e.name.startswith(".") and e.name.lower().endswith(exts)
-        )
 
 
 class ImageFolderLTDataModule(ImageFileDataModule):

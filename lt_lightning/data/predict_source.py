@@ -1,15 +1,16 @@
 """What ``lt-lightning predict`` runs on: a split of the datamodule, or a folder of unlabelled images.
 
-:attr:`LongTailDataModule.predict_source <lt_lightning.data.base.LongTailDataModule.predict_source>` (set by
+:attr:`LongTailDataModule.predict_source <lt_lightning.data.datamodule.LongTailDataModule.predict_source>` (set by
 :class:`~lt_lightning.callbacks.prediction_writer.PredictionWriter` from ``--prediction.source``) is one of
 
 * ``"test"`` (default), ``"val"``: that evaluation split, as ``test`` / ``validate`` see it;
 * ``"train"``: each training image once, through the evaluation pipeline (no augmentation, no re-sampling);
-* a folder: every image file under it (recursive, sorted; :data:`~lt_lightning.data.folder.IMAGE_EXTENSIONS`),
-  without labels. Each file is decoded (:func:`~lt_lightning.data.image_files.load_rgb`), converted to the channels of
-  the model's input (grey ``"L"`` for one channel), its shorter side resized to ``resize_size`` and centre-cropped to
-  the test images' ``H x W``, so it reaches the model exactly like a test image of the datamodule (same size, same
-  device-side normalisation).
+* a folder: every image file under it (recursive, sorted;
+  :data:`~lt_lightning.data.image_listing.IMAGE_EXTENSIONS`), without labels. Each file is decoded
+  (:func:`~lt_lightning.data.image_decoding.load_rgb`), converted to the channels of the model's input (grey
+  ``"L"`` for one channel), its shorter side resized to ``resize_size`` and centre-cropped to the test images'
+  ``H x W``, so it reaches the model exactly like a test image of the datamodule (same size, same device-side
+  normalisation).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
+
+from lt_lightning.data.image_decoding import load_rgb
 
 #: the datamodule splits ``--prediction.source`` accepts besides a folder
 PREDICT_SPLITS: tuple[str, ...] = ("test", "val", "train")
@@ -75,8 +78,6 @@ class PredictImageFolder(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
-        from lt_lightning.data.image_files import load_rgb  # local: image_files imports the base datamodule
-
         image = load_rgb(self.paths[index])
         if self.channels == 1:
             image = image.convert("L")

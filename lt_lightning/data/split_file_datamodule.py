@@ -36,8 +36,9 @@ import numpy as np
 
 from lt_lightning.data._split import hold_out_per_class
 from lt_lightning.data.balanced_reference import select_balanced_reference
-from lt_lightning.data.base import SamplerFactory
-from lt_lightning.data.image_files import DEFAULT_CACHE_MAX_BYTES, ImageFileDataModule
+from lt_lightning.data.datamodule import SamplerFactory
+from lt_lightning.data.image_cache import DEFAULT_CACHE_MAX_BYTES
+from lt_lightning.data.image_datamodule import ImageFileDataModule
 from lt_lightning.data.split_file import parse_split_file
 
 HOW_TO_GET_SPLIT_DATA = (

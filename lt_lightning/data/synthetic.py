@@ -19,8 +19,9 @@ import torch
 from torch import Tensor
 
 from lt_lightning.data.balanced_reference import balanced_reference_per_class
-from lt_lightning.data.base import LongTailDataModule, TensorImageDataset
+from lt_lightning.data.datamodule import LongTailDataModule
 from lt_lightning.data.profiles import Profile, long_tail_counts
+from lt_lightning.data.tensor_dataset import TensorImageDataset
 
 
 def gaussian_blob_images(

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from lt_lightning.data.transforms import _check_batch, random_horizontal_flip, to_float
+from lt_lightning.data.functional import check_batch, random_horizontal_flip, to_float
 
 #: the SimCLR / SupCon CIFAR view recipe (HobbitLong/SupContrast main_supcon.py): RandomResizedCrop(scale=(0.2, 1)),
 #: flip, RandomApply(ColorJitter(0.4, 0.4, 0.4, 0.1), p=0.8), RandomGrayscale(p=0.2)
@@ -44,7 +44,7 @@ def _uniform(size: tuple[int, ...], low: float, high: float, generator: torch.Ge
 
 
 def _check_float_images(x: Tensor, what: str) -> None:
-    _check_batch(x)
+    check_batch(x)
     if not x.is_floating_point():
         raise ValueError(f"{what} needs a floating point batch in [0, 1] (see to_float), got dtype {x.dtype}")
 
@@ -138,7 +138,7 @@ def resized_crop(x: Tensor, boxes: Tensor) -> Tensor:
         x: ``[B, C, H, W]`` batch.
         boxes: ``[B, 4]`` integer boxes inside the image, as :func:`sample_crop_boxes` gives them.
     """
-    _check_batch(x)
+    check_batch(x)
     if boxes.shape != (x.shape[0], 4):
         raise ValueError(f"boxes must be [B, 4] = [{x.shape[0]}, 4], got shape {tuple(boxes.shape)}")
     if x.shape[0] == 0:
@@ -178,7 +178,7 @@ def random_resized_crop(
         ratio: range of the crop's aspect ratio ``w / h`` (drawn log-uniformly), positive, non-decreasing.
         generator: optional torch generator.
     """
-    _check_batch(x)
+    check_batch(x)
     boxes = sample_crop_boxes(x.shape[0], x.shape[2], x.shape[3], scale, ratio, generator, x.device)
     if x.shape[0] == 0:
         return x
