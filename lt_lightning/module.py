@@ -56,6 +56,7 @@ from lt_lightning.metrics import LongTailAccuracy
 from lt_lightning.output import ModelOutput, as_output
 from lt_lightning.prior import ClassPriorAware, broadcast_class_counts, validate_class_counts
 from lt_lightning.schedule import run_epochs
+from lt_lightning.slots import SlotOwners
 
 HeadCallable = Callable[[int, int], nn.Module]
 
@@ -246,6 +247,8 @@ class LongTailModule(LightningModule):
             LongTailAccuracy(num_classes, counts, many_threshold, few_threshold) for _ in range(experts)
         )
         self.last_val_results: dict[str, Tensor] = {}
+        # who holds each callback slot (lt_lightning.slots); not a sub-module, nothing of it is checkpointed
+        self._slot_owners = SlotOwners()
         #: ``[C]`` subtracted from the logits in ``test_step`` / ``predict_step`` (post-hoc adjustment, e.g.
         #: ``tau * log(pi)`` set by :class:`~lt_lightning.callbacks.posthoc_logit_adjustment.PostHocLogitAdjustment`).
         self.test_logit_offset: Tensor | None = None
@@ -262,7 +265,7 @@ class LongTailModule(LightningModule):
         #: ``output.extras[name]`` for the loss (a distillation teacher's logits, a momentum encoder's keys). Set by
         #: callbacks; what the functions hold (a teacher, a momentum encoder) is not part of this module's state dict.
         self.train_extras: dict[str, Callable[[Tensor, ModelOutput], Tensor]] = {}
-        self.set_criterion_override(None)
+        object.__setattr__(self, "criterion_override", None)
         self.last_test_results: dict[str, Tensor] = {}
         broadcast_class_counts(self, self.class_counts)
 
@@ -274,11 +277,14 @@ class LongTailModule(LightningModule):
         broadcast_class_counts(self, self.class_counts)
 
     def set_criterion_override(self, criterion: nn.Module | None) -> None:
-        """Train with ``criterion`` instead of :attr:`criterion` (``None``: back to it).
+        """Train with ``criterion`` instead of :attr:`criterion` (``None``: back to it), as user code.
 
-        Used by a training stage that changes the loss (classifier re-training trains with cross-entropy). The
+        Callbacks use :meth:`install_criterion_override`, which refuses a loss another callback installed. The
         override is deliberately not a sub-module: the module's ``state_dict`` -- hence checkpoints written before and
-        after the stage -- keeps the same keys. It is moved to the module's device and told the class counts.
+        after the stage -- keeps the same keys, and **the override's own state is not checkpointed** (a stage that
+        installs one installs it again on resume, see :class:`~lt_lightning.callbacks._stage.FrozenStage`). It is
+        moved to the module's device and told the class counts here, and it follows the module's ``.to()`` /
+        ``.cuda()`` / ``.double()`` (:meth:`_apply`).
         """
         if criterion is not None:
             criterion = criterion.to(self.class_counts.device)
@@ -286,6 +292,106 @@ class LongTailModule(LightningModule):
             if isinstance(criterion, ClassPriorAware):
                 criterion.set_class_counts(self.class_counts)
         object.__setattr__(self, "criterion_override", criterion)
+
+    def _apply(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> LongTailModule:
+        """:meth:`torch.nn.Module._apply` (behind ``.to()``, ``.cuda()``, ``.float()``...), also applied to the
+        criterion override, which is not a sub-module (its state stays out of the state dict)."""
+        super()._apply(fn, *args, **kwargs)
+        override = self.__dict__.get("criterion_override")
+        if override is not None:
+            override._apply(fn, *args, **kwargs)
+        return self
+
+    # ------------------------------------------------------------------ callback slots (lt_lightning.slots)
+    def _install_slot(self, slot: str, value: Any, owner: Any, what: str) -> None:
+        self._slot_owners.claim(slot, getattr(self, slot), owner, what)
+        setattr(self, slot, value)
+        self._slot_owners.record(slot, owner, value)
+
+    def _clear_slot(self, slot: str, owner: Any) -> None:
+        if self._slot_owners.owns(slot, getattr(self, slot), owner):
+            setattr(self, slot, None)
+            self._slot_owners.record(slot, owner, None)
+
+    def slot_owner(self, slot: str) -> Any:
+        """Who holds ``slot`` (one of :data:`lt_lightning.slots.MODULE_SLOTS`, or ``"train_extras[<name>]"``):
+        ``None`` when free, the callback that installed its value, or ``lt_lightning.slots.USER`` (set directly)."""
+        if slot == "optimization":
+            return self._slot_owners.recorded(slot)
+        if slot.startswith("train_extras[") and slot.endswith("]"):
+            return self._slot_owners.holder(slot, self.train_extras.get(slot[len("train_extras[") : -1]))
+        return self._slot_owners.holder(slot, getattr(self, slot))
+
+    def install_test_head(self, head: nn.Module, owner: Any) -> None:
+        """Test and predict with ``head`` (features -> logits) instead of :attr:`classifier`; refuses a head another
+        owner installed (``ValueError`` naming both)."""
+        self._install_slot("test_head", head, owner, "test-time head")
+
+    def clear_test_head(self, owner: Any) -> None:
+        """Remove ``owner``'s test head (a no-op when another owner's, or none, is installed)."""
+        self._clear_slot("test_head", owner)
+
+    def install_test_logit_offset(self, offset: Tensor, owner: Any) -> None:
+        """Subtract ``offset`` ``[C]`` from the test / predict logits; refuses another owner's offset."""
+        self._install_slot("test_logit_offset", offset, owner, "test-time logit offset")
+
+    def clear_test_logit_offset(self, owner: Any) -> None:
+        self._clear_slot("test_logit_offset", owner)
+
+    def install_test_expert_weights(self, weights: Tensor, owner: Any) -> None:
+        """Combine the experts' test / predict logits with ``weights`` ``[E]``; refuses another owner's weights."""
+        self._install_slot("test_expert_weights", weights, owner, "set of test-time expert weights")
+
+    def clear_test_expert_weights(self, owner: Any) -> None:
+        self._clear_slot("test_expert_weights", owner)
+
+    def install_train_batch_transform(self, transform: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]], owner: Any):
+        """Apply ``transform(x, y) -> (x, y)`` to each training batch; refuses another owner's transform."""
+        self._install_slot("train_batch_transform", transform, owner, "train_batch_transform")
+
+    def clear_train_batch_transform(self, owner: Any) -> None:
+        self._clear_slot("train_batch_transform", owner)
+
+    def install_train_extra(self, name: str, fn: Callable[[Tensor, ModelOutput], Tensor], owner: Any) -> None:
+        """Store ``fn(x, output)`` in ``output.extras[name]`` at each training step; refuses a ``name`` another owner
+        installed."""
+        slot = f"train_extras[{name}]"
+        self._slot_owners.claim(slot, self.train_extras.get(name), owner, f"training extra {name!r}")
+        self.train_extras[name] = fn
+        self._slot_owners.record(slot, owner, fn)
+
+    def clear_train_extra(self, name: str, owner: Any) -> None:
+        slot = f"train_extras[{name}]"
+        if self._slot_owners.owns(slot, self.train_extras.get(name), owner):
+            del self.train_extras[name]
+            self._slot_owners.record(slot, owner, None)
+
+    def install_criterion_override(self, criterion: nn.Module, owner: Any) -> None:
+        """Train with ``criterion`` instead of :attr:`criterion` (see :meth:`set_criterion_override`); refuses a loss
+        another owner installed."""
+        self._slot_owners.claim("criterion_override", self.__dict__.get("criterion_override"), owner, "training loss")
+        self.set_criterion_override(criterion)
+        self._slot_owners.record("criterion_override", owner, self.__dict__.get("criterion_override"))
+
+    def install_optimization(
+        self,
+        owner: Any,
+        optimizer: Callable[..., Any],
+        lr_scheduler: Callable[..., Any] | None,
+        lr_scheduler_interval: str = "epoch",
+    ) -> None:
+        """Build the optimizer (and scheduler) of a later stage from these factories; refuses when another callback
+        installed the current ones (the module's own, or factories set directly, are replaced)."""
+        holder = self._slot_owners.recorded("optimization")
+        self._slot_owners.claim("optimization", None, owner, "optimizer and LR schedule", holder=holder)
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
+        self.lr_scheduler_interval = lr_scheduler_interval
+        self._slot_owners.record("optimization", owner, optimizer)
+
+    def release_slot(self, slot: str, owner: Any) -> None:
+        """``owner`` gives ``slot`` back but leaves its value (a stage's loss and optimizer stay after the fit)."""
+        self._slot_owners.release(slot, owner)
 
     @property
     def training_criterion(self) -> nn.Module:

@@ -36,11 +36,14 @@ from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
+from lt_lightning._lightning_compat import ddp_finds_unused_parameters
 from lt_lightning.callbacks.data_fingerprint import check_init_from, data_mismatch_allowed
 from lt_lightning.data.base import SamplerFactory
 from lt_lightning.data.staged import StagedSampler
+from lt_lightning.module import LongTailModule
 from lt_lightning.optim import WarmupCosineLR
 from lt_lightning.schedule import EpochValue, resolve_epoch, resolve_length, validate_epoch_value
+from lt_lightning.slots import clear_train_sampler, install_train_sampler, require_long_tail_module
 
 
 def read_stage1_state(path: str, owner: str) -> dict[str, torch.Tensor]:
@@ -56,6 +59,11 @@ def read_stage1_state(path: str, owner: str) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict):
         raise ValueError(f"{owner}: {path} is not a Lightning checkpoint (no 'state_dict')")
     return state
+
+
+def _staged_factory(switch_epoch: int, second: SamplerFactory | None, first: SamplerFactory | None) -> Any:
+    """The stage's sampler factory around the run's ``first`` (the ``stage`` role of the training-sampler slot)."""
+    return functools.partial(StagedSampler, switch_epoch=switch_epoch, first=first, second=second)
 
 
 def shift_batchnorm(module: nn.Module) -> None:
@@ -146,8 +154,6 @@ class FrozenStage(Callback):
         self.resolved_start_epoch: int | None = 0 if init_from is not None else None
         self._stage_length: int | None = None
         self._stage1_optimizer: Any = None
-        self._user_sampler: Any = None
-        self._factory: Any = None
 
     @property
     def _name(self) -> str:
@@ -238,14 +244,12 @@ class FrozenStage(Callback):
         return start
 
     def _check_module(self, pl_module: pl.LightningModule) -> None:
-        for name in ("backbone", "classifier", "set_criterion_override", "optimizer_factory", "class_counts"):
-            if not hasattr(pl_module, name):
-                raise ValueError(f"{self._name} needs a LongTailModule; {type(pl_module).__name__} has no {name}")
+        require_long_tail_module(pl_module, self)
 
     def _check_strategy(self, trainer: pl.Trainer) -> None:
         strategy = trainer.strategy
         if self.init_from is None and isinstance(strategy, DDPStrategy):
-            if not getattr(strategy, "_ddp_kwargs", {}).get("find_unused_parameters", False):
+            if not ddp_finds_unused_parameters(strategy):
                 raise ValueError(
                     f"{self._name} freezes part of the model in the middle of this fit, which DDP only allows with "
                     "unused parameters: use `strategy: ddp_find_unused_parameters_true`, or run the stage as a "
@@ -278,17 +282,17 @@ class FrozenStage(Callback):
                 f"{self._name} needs a LongTailDataModule (with a `sampler` hook and `train_labels`) to switch "
                 f"to class-balanced sampling; got {found}"
             )
-        self._user_sampler = datamodule.sampler if datamodule.sampler is not self._factory else self._user_sampler
-        self._factory = functools.partial(
-            StagedSampler, switch_epoch=start, first=self._user_sampler, second=self.sampler
-        )
-        datamodule.sampler = self._factory
+        # the stage wraps the run's sampler (data.sampler, or a ResamplingSchedule's installed before or after)
+        install_train_sampler(datamodule, "stage", functools.partial(_staged_factory, start, self.sampler), self)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        datamodule = trainer.datamodule
-        if stage == "fit" and datamodule is not None and getattr(datamodule, "sampler", None) is self._factory:
-            datamodule.sampler = self._user_sampler  # leave the datamodule as it was given
-        self._factory = None
+        if stage != "fit":
+            return
+        if trainer.datamodule is not None:
+            clear_train_sampler(trainer.datamodule, "stage", self)  # leave the datamodule as it was given
+        if isinstance(pl_module, LongTailModule):  # the stage's loss and optimizer stay, the slots are free
+            pl_module.release_slot("criterion_override", self)
+            pl_module.release_slot("optimization", self)
 
     def _load_stage1(self, pl_module: pl.LightningModule, path: str) -> None:
         trainer = pl_module._trainer
@@ -325,13 +329,12 @@ class FrozenStage(Callback):
         if reinit:
             self._reinitialise(pl_module)
         self._set_active(pl_module, True)
-        pl_module.set_criterion_override(self.criterion if self.criterion is not None else self._default_criterion())
-        pl_module.optimizer_factory = self._stage_optimizer(pl_module)
-        if self.lr_scheduler is not None:
-            pl_module.lr_scheduler_factory = self.lr_scheduler
-        else:
-            pl_module.lr_scheduler_factory = functools.partial(WarmupCosineLR, max_epochs=self._stage_length)
-        pl_module.lr_scheduler_interval = "epoch"
+        criterion = self.criterion if self.criterion is not None else self._default_criterion()
+        pl_module.install_criterion_override(criterion, owner=self)
+        scheduler = self.lr_scheduler
+        if scheduler is None:
+            scheduler = functools.partial(WarmupCosineLR, max_epochs=self._stage_length)
+        pl_module.install_optimization(self, self._stage_optimizer(pl_module), scheduler, "epoch")
         self.active = True
         # the frozen parts are in eval mode on purpose when a fit starts inside the stage (init_from, resume)
         warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training")

@@ -32,6 +32,7 @@ from torch import Tensor
 
 from lt_lightning.data.mixing import check_alpha, cutmix, cutmix_box, mix_targets, mixup, remix_label_weights
 from lt_lightning.schedule import resolve_epoch, resolve_length, validate_epoch_value
+from lt_lightning.slots import require_long_tail_module
 
 __all__ = ["BatchMixing"]
 
@@ -144,9 +145,7 @@ class BatchMixing(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        for name in ("train_batch_transform", "num_classes", "class_counts"):
-            if not hasattr(pl_module, name):
-                raise ValueError(f"BatchMixing needs a LongTailModule; {type(pl_module).__name__} has no {name}")
+        require_long_tail_module(pl_module, self)
         max_epochs = trainer.max_epochs
         if self.stop_epoch is not None and self.stop_epoch < 0:
             if trainer.fast_dev_run:  # a one-step wiring check: as a stage switch there, the end comes first
@@ -167,23 +166,17 @@ class BatchMixing(Callback):
         self._trainer, self._module = trainer, pl_module
 
     def _installed(self, pl_module: pl.LightningModule) -> bool:
-        return pl_module.train_batch_transform == self._transform
+        return pl_module.slot_owner("train_batch_transform") is self
 
     def apply(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> bool:
         """Idempotent: install the transform before ``stop_epoch``, remove it from then on; return ``active``."""
         self._trainer, self._module = trainer, pl_module
         stop = self.resolved_stop_epoch
         active = stop is None or epoch < stop
-        current = pl_module.train_batch_transform
-        if active and current is not None and not self._installed(pl_module):
-            raise ValueError(
-                f"BatchMixing({self.method}) would replace another train_batch_transform ({current!r}): "
-                "use one batch-mixing callback per fit"
-            )
-        if active:
-            pl_module.train_batch_transform = self._transform
-        elif self._installed(pl_module):
-            pl_module.train_batch_transform = None
+        if active and not self._installed(pl_module):
+            pl_module.install_train_batch_transform(self._transform, owner=self)  # refuses another transform
+        elif not active:
+            pl_module.clear_train_batch_transform(owner=self)
         self.active = active
         return active
 
@@ -198,7 +191,7 @@ class BatchMixing(Callback):
         self._batch_idx = batch_idx
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage == "fit" and self._installed(pl_module):
-            pl_module.train_batch_transform = None  # leave the module as it was given
+        if stage == "fit":
+            pl_module.clear_train_batch_transform(owner=self)  # leave the module as it was given
         self.active = False
         self._trainer = self._module = None

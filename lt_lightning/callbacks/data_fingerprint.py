@@ -30,6 +30,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from lt_lightning._lightning_compat import loaded_checkpoint
 from lt_lightning.checkpointing import data_fingerprint, fingerprint_difference
 
 __all__ = [
@@ -210,7 +211,7 @@ class DataFingerprint(Callback):
         number of classes): name the data difference on the exception (a PEP 678 note) and in a warning."""
         if self._compared or self.fingerprint is None:
             return
-        loaded = getattr(getattr(trainer, "_checkpoint_connector", None), "_loaded_checkpoint", None)
+        loaded = loaded_checkpoint(trainer)
         saved = fingerprint_of_checkpoint(loaded)
         if saved is None:
             return

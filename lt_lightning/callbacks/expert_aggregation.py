@@ -38,7 +38,9 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
+from lt_lightning._lightning_compat import unwrap_batch_sampler
 from lt_lightning.output import ModelOutput
+from lt_lightning.slots import require_long_tail_module
 
 
 def batch_images(batch: Any) -> Tensor:
@@ -62,7 +64,7 @@ def private_loader(loader: Any) -> Any:
         return loader
     batch_sampler = loader.batch_sampler
     # Lightning's predict loop wraps the batch sampler in an index recorder whose iterator is shared: unwrap it
-    batch_sampler = getattr(batch_sampler, "_batch_sampler", batch_sampler)
+    batch_sampler = unwrap_batch_sampler(batch_sampler)
     common = {
         "num_workers": loader.num_workers,
         "collate_fn": loader.collate_fn,
@@ -312,11 +314,12 @@ class TestTimeAggregation(Callback):
     def _remove_hook(self) -> None:
         """Give the module back its own combination of the experts."""
         if self._module is not None:
-            self._module.test_expert_weights = None
+            self._module.clear_test_expert_weights(owner=self)
             self._module = None
 
     def _install(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loaders: Any, stage: str) -> None:
         self._remove_hook()
+        require_long_tail_module(pl_module, self)
         if isinstance(loaders, (list, tuple)):
             if len(loaders) > 1:
                 raise ValueError(f"TestTimeAggregation supports one {stage} loader, got {len(loaders)}")
@@ -332,9 +335,7 @@ class TestTimeAggregation(Callback):
         limit = limits[0] if limits and math.isfinite(limits[0]) else None
         loader = private_loader(loaders)
         weights = self.learn_weights(pl_module, loader, augmentation, trainer.strategy, trainer.global_rank, limit)
-        if not hasattr(pl_module, "test_expert_weights"):
-            raise ValueError("TestTimeAggregation needs a LongTailModule (with `test_expert_weights`)")
-        pl_module.test_expert_weights = weights.to(pl_module.device)
+        pl_module.install_test_expert_weights(weights.to(pl_module.device), owner=self)
         self._module = pl_module
         shown = ", ".join(f"{w:.3f}" for w in weights.tolist())
         rank_zero_info(f"TestTimeAggregation: expert weights [{shown}] (learned on the unlabeled {stage} images)")

@@ -39,6 +39,7 @@ from lt_lightning.class_path import import_class_path
 from lt_lightning.losses.distillation import TEACHER_KEY
 from lt_lightning.module import LongTailModule
 from lt_lightning.output import ModelOutput
+from lt_lightning.slots import require_long_tail_module
 
 __all__ = ["KnowledgeDistillation", "load_teacher", "student_data_arguments"]
 
@@ -231,11 +232,7 @@ class KnowledgeDistillation(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        for name in ("train_extras", "class_counts"):
-            if not hasattr(pl_module, name):
-                raise ValueError(
-                    f"KnowledgeDistillation needs a LongTailModule; {type(pl_module).__name__} has no {name}"
-                )
+        require_long_tail_module(pl_module, self)
         if self.teacher_checkpoint is not None:
             path = self.teacher_checkpoint
         else:
@@ -244,7 +241,7 @@ class KnowledgeDistillation(Callback):
             path = os.fspath(checkpoint)
         self._student = pl_module
         self._use_teacher(path, pl_module)
-        pl_module.train_extras[TEACHER_KEY] = self._teacher_logits
+        pl_module.install_train_extra(TEACHER_KEY, self._teacher_logits, owner=self)
 
     def state_dict(self) -> dict[str, Any]:
         return {"teacher_checkpoint": self.teacher_path}
@@ -278,7 +275,5 @@ class KnowledgeDistillation(Callback):
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        extras = getattr(pl_module, "train_extras", None)
-        if isinstance(extras, dict) and extras.get(TEACHER_KEY) == self._teacher_logits:
-            del extras[TEACHER_KEY]
+        pl_module.clear_train_extra(TEACHER_KEY, owner=self)
         self._student = None

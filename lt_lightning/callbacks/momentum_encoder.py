@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from lt_lightning.heads.projection import PROJECTION_KEY
 from lt_lightning.losses.paco import MOMENTUM_KEYS, QUEUE_KEYS, QUEUE_LABELS
 from lt_lightning.output import ModelOutput, as_output
+from lt_lightning.slots import require_long_tail_module
 
 __all__ = ["MomentumEncoder"]
 
@@ -81,9 +82,7 @@ class MomentumEncoder(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        for name in ("backbone", "classifier", "train_extras"):
-            if not hasattr(pl_module, name):
-                raise ValueError(f"MomentumEncoder needs a LongTailModule-like module with `{name}`")
+        require_long_tail_module(pl_module, self)
         if not isinstance(getattr(pl_module.classifier, "projection_dim", None), int):
             raise ValueError(
                 f"MomentumEncoder needs a head with a projection (lt_lightning.heads.projection.ProjectionHead), got "
@@ -110,9 +109,9 @@ class MomentumEncoder(Callback):
             self._apply_state(self._loaded_state)
             self._loaded_state = None
         self._module = pl_module
-        pl_module.train_extras[MOMENTUM_KEYS] = self._keys
-        pl_module.train_extras[QUEUE_KEYS] = self._queue_keys
-        pl_module.train_extras[QUEUE_LABELS] = self._queue_label_values
+        pl_module.install_train_extra(MOMENTUM_KEYS, self._keys, owner=self)
+        pl_module.install_train_extra(QUEUE_KEYS, self._queue_keys, owner=self)
+        pl_module.install_train_extra(QUEUE_LABELS, self._queue_label_values, owner=self)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._unregister(pl_module)
@@ -122,9 +121,8 @@ class MomentumEncoder(Callback):
             self._unregister(pl_module)
 
     def _unregister(self, pl_module: pl.LightningModule) -> None:
-        extras = getattr(pl_module, "train_extras", {})
         for name in (MOMENTUM_KEYS, QUEUE_KEYS, QUEUE_LABELS):
-            extras.pop(name, None)
+            pl_module.clear_train_extra(name, owner=self)
         self._pending_keys = None
 
     # ------------------------------------------------------------------ EMA and keys

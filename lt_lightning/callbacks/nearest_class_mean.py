@@ -19,6 +19,7 @@ of the centred features (both summed over processes: exact under DDP).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -28,12 +29,12 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from lt_lightning.heads.ncm import METRICS, Metric, NCMHead, class_feature_sums
+from lt_lightning.slots import require_long_tail_module
 
 
-def check_test_head_module(pl_module: pl.LightningModule, callback: str) -> None:
-    """``ValueError`` unless ``pl_module`` has the ``test_head`` attribute of a ``LongTailModule``."""
-    if not hasattr(pl_module, "test_head") or not hasattr(pl_module, "num_classes"):
-        raise ValueError(f"{callback} needs a LongTailModule (with `test_head` and `num_classes`)")
+def check_test_head_module(pl_module: pl.LightningModule, callback: Any) -> None:
+    """``ValueError`` unless ``pl_module`` is a ``LongTailModule`` (see ``slots.require_long_tail_module``)."""
+    require_long_tail_module(pl_module, callback)
 
 
 def eval_features(
@@ -114,7 +115,7 @@ class NearestClassMean(Callback):
         return sums, counts
 
     def _install(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        check_test_head_module(pl_module, "NearestClassMean")
+        check_test_head_module(pl_module, self)
         feature_mean = None
         if self.center:  # first pass: the mean raw feature of the training images (each image once)
             raw_sums, raw_counts = self._class_sums(trainer, pl_module, normalize=False)
@@ -128,7 +129,7 @@ class NearestClassMean(Callback):
         head = NCMHead(sums.shape[1], pl_module.num_classes, self.metric, self.normalize, self.center)
         head = head.to(pl_module.device)
         head.set_means(sums, counts, feature_mean)
-        pl_module.test_head = head
+        pl_module.install_test_head(head, owner=self)
         rank_zero_info(
             f"NearestClassMean: {self.metric} to the means of {int(counts.sum())} training images "
             f"(normalize={self.normalize}, center={self.center})"
@@ -141,7 +142,7 @@ class NearestClassMean(Callback):
         self._install(trainer, pl_module)
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        pl_module.test_head = None
+        pl_module.clear_test_head(owner=self)
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        pl_module.test_head = None
+        pl_module.clear_test_head(owner=self)

@@ -23,6 +23,7 @@ from torch import Tensor
 from lt_lightning.callbacks._sweep import check_sweep_arguments, write_sweep_curve
 from lt_lightning.losses.logit_adjustment import log_prior_from_counts
 from lt_lightning.metrics.long_tail_accuracy import long_tail_accuracy_compute, shot_group_masks
+from lt_lightning.slots import require_long_tail_module
 
 
 class PostHocLogitAdjustment(Callback):
@@ -80,9 +81,7 @@ class PostHocLogitAdjustment(Callback):
 
     def _install(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Choose ``τ`` (sweep on the validation set unless given) and set the module's ``test_logit_offset``."""
-        counts = getattr(pl_module, "class_counts", None)
-        if counts is None or not hasattr(pl_module, "test_logit_offset"):
-            raise ValueError("PostHocLogitAdjustment needs a LongTailModule (class_counts, test_logit_offset)")
+        counts = require_long_tail_module(pl_module, self).class_counts
         log_prior = log_prior_from_counts(counts).to(pl_module.device)
         if self.tau is not None:
             self.chosen_tau = self.tau
@@ -101,7 +100,7 @@ class PostHocLogitAdjustment(Callback):
                 self.filename,
                 {"chosen_tau": self.chosen_tau, "criterion": "acc_balanced (validation)", **self.curve},
             )
-        pl_module.test_logit_offset = self.chosen_tau * log_prior
+        pl_module.install_test_logit_offset(self.chosen_tau * log_prior, owner=self)
         rank_zero_info(f"PostHocLogitAdjustment: tau = {self.chosen_tau} (chosen on the validation set)")
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -109,7 +108,7 @@ class PostHocLogitAdjustment(Callback):
             pl_module.log("test/posthoc_tau", float(self.chosen_tau))
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        pl_module.test_logit_offset = None
+        pl_module.clear_test_logit_offset(owner=self)
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        pl_module.test_logit_offset = None
+        pl_module.clear_test_logit_offset(owner=self)

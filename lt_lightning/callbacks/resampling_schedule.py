@@ -34,6 +34,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from lt_lightning.data.resampling import DeferredResampler, ProgressiveSampler, progressive_mixing
 from lt_lightning.schedule import resolve_epoch, validate_epoch_value
+from lt_lightning.slots import clear_train_sampler, install_train_sampler
 
 __all__ = ["ResamplingSchedule"]
 
@@ -88,7 +89,6 @@ class ResamplingSchedule(Callback):
         self.resolved_switch_epoch: int | None = switch_epoch if isinstance(switch_epoch, int) else None
         self.total_epochs = total_epochs
         self._resolved_total: int | None = total_epochs
-        self._factory: Any = None
         self._loaded: dict[str, Any] | None = None
         self.mixing: float | None = None
         self.epoch: int | None = None
@@ -161,23 +161,13 @@ class ResamplingSchedule(Callback):
                 "ResamplingSchedule",
                 not trainer.fast_dev_run,
             )
-        current = datamodule.sampler
-        if current is not None and current is not self._factory:
-            raise ValueError(
-                f"the datamodule already has a training sampler ({current!r}); ResamplingSchedule installs its own: "
-                "configure one of data.sampler or the ResamplingSchedule callback, not both"
-            )
-        self._factory = self.sampler_factory()
-        datamodule.sampler = self._factory
+        # the run's sampler: refuses a data.sampler or another callback's; a classifier stage (FrozenStage) wraps
+        # it whether it was installed before or after this callback
+        install_train_sampler(datamodule, "base", self.sampler_factory(), self)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if (
-            stage == "fit"
-            and trainer.datamodule is not None
-            and getattr(trainer.datamodule, "sampler", None) is (self._factory)
-        ):
-            trainer.datamodule.sampler = None  # leave the datamodule as it was given
-        self._factory = None
+        if stage == "fit" and trainer.datamodule is not None:
+            clear_train_sampler(trainer.datamodule, "base", self)  # leave the datamodule as it was given
 
     def apply(self, epoch: int) -> float:
         """Record the mixing of ``epoch`` (idempotent; the sampler itself derives its draw from the epoch)."""

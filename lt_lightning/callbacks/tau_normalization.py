@@ -123,7 +123,7 @@ class TauNormalization(Callback):
         return correct, total
 
     def _install(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        check_test_head_module(pl_module, "TauNormalization")
+        check_test_head_module(pl_module, self)
         classifier = getattr(pl_module, "classifier", None)
         if not isinstance(classifier, nn.Module):
             raise ValueError("TauNormalization needs the module's trained `classifier` (a linear head)")
@@ -155,7 +155,8 @@ class TauNormalization(Callback):
                 self.filename,
                 {"chosen_tau": self.chosen_tau, "criterion": "acc_balanced (validation)", **self.curve},
             )
-        pl_module.test_head = TauNormHead.from_linear(classifier, self.chosen_tau, keep_bias=bias is not None)
+        head = TauNormHead.from_linear(classifier, self.chosen_tau, keep_bias=bias is not None)
+        pl_module.install_test_head(head, owner=self)
         rank_zero_info(
             f"TauNormalization: tau = {self.chosen_tau}"
             + (" (given)" if self.tau is not None else " (chosen on the validation set)")
@@ -172,7 +173,7 @@ class TauNormalization(Callback):
             pl_module.log("test/tau_norm_tau", float(self.chosen_tau))
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        pl_module.test_head = None
+        pl_module.clear_test_head(owner=self)
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        pl_module.test_head = None
+        pl_module.clear_test_head(owner=self)

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from lt_lightning._lightning_compat import reset_metric_cache
 from lt_lightning.prior import ClassPriorAware, validate_class_counts
 
 SCALAR_KEYS: tuple[str, ...] = ("acc", "acc_balanced", "acc_many", "acc_medium", "acc_few")
@@ -238,7 +239,7 @@ class LongTailAccuracy(Metric, ClassPriorAware):
             raise ValueError(f"class_counts must be whole numbers, got {counts.tolist()}")
         self.class_counts = counts.long().to(self.correct.device)
         # torchmetrics caches compute() until the next update(); new groups must not return the stale result.
-        self._computed = None
+        reset_metric_cache(self)
 
     def shot_groups(self) -> ShotGroups:
         """Boolean ``[C]`` masks of the many/medium/few-shot classes; all ``False`` when counts are unknown."""
