@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
@@ -138,8 +139,10 @@ class ImageFolderLTDataModule(ImageFileDataModule):
             (``"random_resized_crop"``, ``"pad_crop"``, ``"randaugment"``, ``"trivialaugment"``), the in-memory cache
             of decoded images, its size limit and PIL's decompression-bomb limit; see
             :class:`~lt_lightning.data.image_files.ImageFileDataModule`.
-        batch_size, eval_batch_size, num_workers, seed, augment, pin_memory, sampler: see
-            :class:`~lt_lightning.data.base.LongTailDataModule`.
+        batch_size, eval_batch_size, num_workers, seed, augment, pin_memory, sampler, test_distribution,
+            test_imbalance_ratio, views, view_augment, train_set_on_device: every option of the base datamodule, see
+            :class:`~lt_lightning.data.datamodule.LongTailDataModule` (and :class:`ImageFileDataModule` for
+            ``views`` with the worker-side presets).
 
     Raises:
         FileNotFoundError: ``root/train`` does not exist.
@@ -178,6 +181,11 @@ class ImageFolderLTDataModule(ImageFileDataModule):
         augment: bool = True,
         pin_memory: bool = False,
         sampler: SamplerFactory | None = None,
+        test_distribution: Literal["forward", "uniform", "backward"] | None = None,
+        test_imbalance_ratio: float = 1.0,
+        views: int = 1,
+        view_augment: str = "standard",
+        train_set_on_device: bool = False,
     ) -> None:
         super().__init__(
             image_size=image_size,
@@ -194,6 +202,11 @@ class ImageFolderLTDataModule(ImageFileDataModule):
             augment=augment,
             pin_memory=pin_memory,
             sampler=sampler,
+            test_distribution=test_distribution,
+            test_imbalance_ratio=test_imbalance_ratio,
+            views=views,
+            view_augment=view_augment,
+            train_set_on_device=train_set_on_device,
         )
         if imbalance_ratio is not None and not (np.isfinite(imbalance_ratio) and imbalance_ratio > 0):
             raise ValueError(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Literal
 
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
@@ -57,6 +58,14 @@ class ImageFileDataModule(LongTailDataModule):
     ``cache_max_bytes`` is a ``ValueError`` naming both options. Every process holds its own cache (DDP: one per
     rank); DataLoader workers started by ``fork`` share the parent's. ``benchmarks/image_cache.py`` measures it.
 
+    Options of the base datamodule (test-agnostic ``test_distribution``, ``views``, ``view_augment``,
+    ``train_set_on_device``) work as for any datamodule. ``views > 1`` needs views that differ: with a worker-side
+    preset the crop and the flip happen once per image in the DataLoader worker and the device pipeline augments
+    nothing, so ``view_augment="standard"`` would give ``views`` identical copies -- a ``ValueError``; use
+    ``view_augment="simclr"`` (the SimCLR / SupCon views on the device, after the worker's pipeline) or
+    ``augmentation_preset="pad_crop"`` (crop and flip on the device, per view). ``train_set_on_device=True`` needs an
+    in-memory training set, which files are not: the train loader refuses it (``ValueError``).
+
     Missing and unreadable files (checked in :meth:`setup`, per split built):
 
     * ``on_error="raise"``: a missing file raises ``FileNotFoundError`` naming it, the number missing and, for split
@@ -85,8 +94,9 @@ class ImageFileDataModule(LongTailDataModule):
         max_image_pixels: PIL's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``, set process-wide when given)
             for datasets of very large images; ``None`` keeps PIL's (89,478,485 pixels; an image of more than twice
             as many is refused as a possible decompression bomb, with an error naming this option).
-        batch_size, eval_batch_size, num_workers, seed, augment, pin_memory, sampler: see
-            :class:`~lt_lightning.data.base.LongTailDataModule`.
+        batch_size, eval_batch_size, num_workers, seed, augment, pin_memory, sampler, test_distribution,
+            test_imbalance_ratio, views, view_augment, train_set_on_device: every option of the base datamodule, see
+            :class:`~lt_lightning.data.datamodule.LongTailDataModule` (``views > 1``: see above).
 
     Attributes:
         image_lists: ``{"train" | "val" | "test": (paths, labels)}``, set in ``__init__``.
@@ -117,6 +127,11 @@ class ImageFileDataModule(LongTailDataModule):
         augment: bool = True,
         pin_memory: bool = False,
         sampler: SamplerFactory | None = None,
+        test_distribution: Literal["forward", "uniform", "backward"] | None = None,
+        test_imbalance_ratio: float = 1.0,
+        views: int = 1,
+        view_augment: str = "standard",
+        train_set_on_device: bool = False,
     ) -> None:
         super().__init__(
             batch_size=batch_size,
@@ -126,6 +141,11 @@ class ImageFileDataModule(LongTailDataModule):
             augment=augment,
             pin_memory=pin_memory,
             sampler=sampler,
+            test_distribution=test_distribution,
+            test_imbalance_ratio=test_imbalance_ratio,
+            views=views,
+            view_augment=view_augment,
+            train_set_on_device=train_set_on_device,
         )
         if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
             raise ValueError(f"image_size must be an integer >= 1, got {image_size!r}")
@@ -136,6 +156,17 @@ class ImageFileDataModule(LongTailDataModule):
         if self.augmentation_preset == "pad_crop":  # the random crop and the flip run batched on the device
             self.crop_padding = pad_crop_padding(image_size)
             self.horizontal_flip = True
+        if (
+            self.views > 1
+            and self.augment
+            and self.view_augment == "standard"
+            and self.augmentation_preset != "pad_crop"
+        ):
+            raise ValueError(
+                f"views={self.views} with augmentation_preset={self.augmentation_preset!r} and view_augment='standard' "
+                "would give identical views (the crop and flip run once per image in the DataLoader worker): set "
+                "view_augment='simclr' or augmentation_preset='pad_crop'"
+            )
         self.cache_images = bool(cache_images)
         if isinstance(cache_max_bytes, bool) or not isinstance(cache_max_bytes, int) or cache_max_bytes < 0:
             raise ValueError(f"cache_max_bytes must be an integer >= 0, got {cache_max_bytes!r}")

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -74,8 +75,10 @@ class SplitFileDataModule(ImageFileDataModule):
             (``"random_resized_crop"``, ``"pad_crop"``, ``"randaugment"``, ``"trivialaugment"``), the in-memory cache
             of decoded images, its size limit and PIL's decompression-bomb limit; see
             :class:`~lt_lightning.data.image_files.ImageFileDataModule`.
-        batch_size, eval_batch_size, num_workers, seed, augment, pin_memory, sampler: see
-            :class:`~lt_lightning.data.base.LongTailDataModule`.
+        batch_size, eval_batch_size, num_workers, seed, augment, pin_memory, sampler, test_distribution,
+            test_imbalance_ratio, views, view_augment, train_set_on_device: every option of the base datamodule, see
+            :class:`~lt_lightning.data.datamodule.LongTailDataModule` (and :class:`ImageFileDataModule` for
+            ``views`` with the worker-side presets).
 
     Raises:
         FileNotFoundError: ``root`` is not a directory or a split file does not exist (the message says how to get
@@ -112,6 +115,11 @@ class SplitFileDataModule(ImageFileDataModule):
         augment: bool = True,
         pin_memory: bool = False,
         sampler: SamplerFactory | None = None,
+        test_distribution: Literal["forward", "uniform", "backward"] | None = None,
+        test_imbalance_ratio: float = 1.0,
+        views: int = 1,
+        view_augment: str = "standard",
+        train_set_on_device: bool = False,
     ) -> None:
         super().__init__(
             image_size=image_size,
@@ -128,6 +136,11 @@ class SplitFileDataModule(ImageFileDataModule):
             augment=augment,
             pin_memory=pin_memory,
             sampler=sampler,
+            test_distribution=test_distribution,
+            test_imbalance_ratio=test_imbalance_ratio,
+            views=views,
+            view_augment=view_augment,
+            train_set_on_device=train_set_on_device,
         )
         if isinstance(val_per_class, bool) or not isinstance(val_per_class, int) or val_per_class < 0:
             raise ValueError(f"val_per_class must be an integer >= 0, got {val_per_class!r}")
