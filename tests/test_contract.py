@@ -256,3 +256,26 @@ def test_no_callback_reaches_private_lightning_state() -> None:
         text = path.read_text()
         for reach in ("_ddp_kwargs", "_checkpoint_connector", '"_batch_sampler"', "._computed"):
             assert reach not in text, f"{path.relative_to(root)} reaches {reach}: use lt_lightning._lightning_compat"
+
+
+# ---------------------------------------------------------------------------------------------- one schedule base
+def test_the_five_epoch_schedules_share_one_base() -> None:
+    from lt_lightning.callbacks import CumulativeLearning, DeferredReweighting
+    from lt_lightning.callbacks._schedule import EpochSchedule
+    from lt_lightning.callbacks._stage import FrozenStage
+
+    for cls in (DeferredReweighting, ResamplingSchedule, CumulativeLearning, BatchMixing, FrozenStage):
+        assert issubclass(cls, EpochSchedule)
+        for hook in ("on_train_start", "on_train_epoch_start", "setup"):
+            assert getattr(cls, hook) is getattr(EpochSchedule, hook), (cls.__name__, hook)
+    assert BatchMixing().state_dict() == {}  # nothing checkpointed, as before
+
+
+def test_the_base_warns_once_on_a_resumed_configuration() -> None:
+    from lt_lightning.callbacks import DeferredReweighting
+
+    drw = DeferredReweighting(switch_epoch=2)
+    drw.load_state_dict({**drw.state_dict(), "beta": 0.5})
+    with pytest.warns(UserWarning, match="DeferredReweighting: resuming with .* the run differs"):
+        drw._check_resumed_config()
+    drw._check_resumed_config()  # once

@@ -30,13 +30,13 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from lt_lightning._lightning_compat import ddp_finds_unused_parameters
+from lt_lightning.callbacks._schedule import EpochSchedule
 from lt_lightning.callbacks.data_fingerprint import check_init_from, data_mismatch_allowed
 from lt_lightning.data.base import SamplerFactory
 from lt_lightning.data.staged import StagedSampler
@@ -90,7 +90,7 @@ def seeded_reset(module: nn.Module, seed: int) -> None:
     module.load_state_dict(fresh.state_dict())
 
 
-class FrozenStage(Callback):
+class FrozenStage(EpochSchedule):
     """Base of the second stages that train one part of a frozen stage-1 model.
 
     Args:
@@ -154,10 +154,6 @@ class FrozenStage(Callback):
         self.resolved_start_epoch: int | None = 0 if init_from is not None else None
         self._stage_length: int | None = None
         self._stage1_optimizer: Any = None
-
-    @property
-    def _name(self) -> str:
-        return type(self).__name__
 
     # ------------------------------------------------------------------ hooks of the subclasses
     def _prepare(self, pl_module: pl.LightningModule) -> None:
@@ -256,9 +252,7 @@ class FrozenStage(Callback):
                     "second fit with `init_from` (plain ddp)"
                 )
 
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage != "fit":
-            return
+    def _setup_fit(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._check_module(pl_module)
         self._check_strategy(trainer)
         start = self._resolve_start(trainer)
@@ -365,9 +359,8 @@ class FrozenStage(Callback):
             # after the switch: rebuild the stage's structure before Lightning creates (and restores) the optimizer
             self._enter(trainer, pl_module, reinit=False, rebuild_optimizers=False)
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.apply(trainer, pl_module, trainer.current_epoch)
+    def _apply_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> bool:
+        return self.apply(trainer, pl_module, epoch)
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        active = self.apply(trainer, pl_module, trainer.current_epoch)
-        pl_module.log(self.log_key, 2.0 if active else 1.0, on_step=False, on_epoch=True, batch_size=1, sync_dist=False)
+    def _log_value(self, value: Any) -> float:
+        return 2.0 if value else 1.0  # the stage number

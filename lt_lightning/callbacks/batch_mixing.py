@@ -27,11 +27,11 @@ from typing import Any, Literal
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
+from lt_lightning.callbacks._schedule import EpochSchedule
 from lt_lightning.data.mixing import check_alpha, cutmix, cutmix_box, mix_targets, mixup, remix_label_weights
-from lt_lightning.schedule import resolve_epoch, resolve_length, validate_epoch_value
+from lt_lightning.schedule import resolve_length, validate_epoch_value
 from lt_lightning.slots import require_long_tail_module
 
 __all__ = ["BatchMixing"]
@@ -39,7 +39,7 @@ __all__ = ["BatchMixing"]
 Method = Literal["mixup", "cutmix", "remix"]
 
 
-class BatchMixing(Callback):
+class BatchMixing(EpochSchedule):
     """Mix every training batch (mixup, CutMix or Remix) until ``stop_epoch``.
 
     YAML (``trainer.callbacks``)::
@@ -64,6 +64,8 @@ class BatchMixing(Callback):
         active: whether the transform is installed (after the last epoch switch).
         resolved_stop_epoch: ``stop_epoch`` as an epoch (resolved at setup), ``None`` when mixing never stops.
     """
+
+    log_key = "batch_mixing/active"
 
     def __init__(
         self,
@@ -142,9 +144,7 @@ class BatchMixing(Callback):
         return self.mix(x, target, rng, int(module.num_classes), getattr(module, "class_counts", None))
 
     # ------------------------------------------------------------------ hooks
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage != "fit":
-            return
+    def _setup_fit(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         require_long_tail_module(pl_module, self)
         max_epochs = trainer.max_epochs
         if self.stop_epoch is not None and self.stop_epoch < 0:
@@ -160,9 +160,7 @@ class BatchMixing(Callback):
                     )
                 self.resolved_stop_epoch = max_epochs - last
         elif self.stop_epoch is not None:
-            self.resolved_stop_epoch = resolve_epoch(
-                self.stop_epoch, max_epochs, "stop_epoch", "BatchMixing", not trainer.fast_dev_run
-            )
+            self.resolved_stop_epoch = self.resolve_point(self.stop_epoch, trainer, "stop_epoch")
         self._trainer, self._module = trainer, pl_module
 
     def _installed(self, pl_module: pl.LightningModule) -> bool:
@@ -180,12 +178,8 @@ class BatchMixing(Callback):
         self.active = active
         return active
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.apply(trainer, pl_module, trainer.current_epoch)
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        active = self.apply(trainer, pl_module, trainer.current_epoch)
-        pl_module.log("batch_mixing/active", float(active), on_step=False, on_epoch=True, batch_size=1)
+    def _apply_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> bool:
+        return self.apply(trainer, pl_module, epoch)
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int):
         self._batch_idx = batch_idx

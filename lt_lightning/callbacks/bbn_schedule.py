@@ -30,9 +30,8 @@ from __future__ import annotations
 from typing import Any
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_warn
 
+from lt_lightning.callbacks._schedule import EpochSchedule
 from lt_lightning.data.bilateral_sampler import BilateralSampler
 
 __all__ = ["CumulativeLearning", "parabolic_decay"]
@@ -47,7 +46,7 @@ def parabolic_decay(epoch: int, total_epochs: int) -> float:
     return max(0.0, 1.0 - (epoch / total_epochs) ** 2)
 
 
-class CumulativeLearning(Callback):
+class CumulativeLearning(EpochSchedule):
     """Set BBN's ``α(e) = 1 - (e / T_max)^2`` on the backbone and the criterion at every epoch ``e``.
 
     YAML (``trainer.callbacks``)::
@@ -62,6 +61,9 @@ class CumulativeLearning(Callback):
         epoch: the epoch :meth:`apply` was last called with.
     """
 
+    log_key = "bbn/alpha"
+    resume_consequence = "alpha differs from the run that wrote the checkpoint"
+
     def __init__(self, total_epochs: int | None = None) -> None:
         super().__init__()
         if total_epochs is not None and (
@@ -70,7 +72,6 @@ class CumulativeLearning(Callback):
             raise ValueError(f"total_epochs must be an integer >= 1 or None, got {total_epochs!r}")
         self.total_epochs = total_epochs
         self._resolved_total: int | None = total_epochs
-        self._loaded: dict[str, Any] | None = None
         self.alpha: float | None = None
         self.epoch: int | None = None
 
@@ -81,12 +82,6 @@ class CumulativeLearning(Callback):
 
     def _config(self) -> dict[str, Any]:
         return {"schedule": "parabolic_decay", "total_epochs": self._resolved_total}
-
-    def state_dict(self) -> dict[str, Any]:
-        return self._config()
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._loaded = dict(state_dict)
 
     # ------------------------------------------------------------------ schedule
     def alpha_at(self, epoch: int) -> float:
@@ -135,9 +130,7 @@ class CumulativeLearning(Callback):
             )
 
     # ------------------------------------------------------------------ hooks
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage != "fit":
-            return
+    def _setup_fit(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._parts(pl_module)
         self._check_data(trainer)
         if self.total_epochs is None:
@@ -158,16 +151,5 @@ class CumulativeLearning(Callback):
         criterion.set_alpha(self.alpha)
         return self.alpha
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._loaded is not None and self._loaded != self._config():
-            rank_zero_warn(
-                f"CumulativeLearning: resuming with {self._config()} but the checkpoint was written with "
-                f"{self._loaded}: alpha differs from the run that wrote the checkpoint"
-            )
-        self._loaded = None
-        self.apply(pl_module, trainer.current_epoch)
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        alpha = self.apply(pl_module, trainer.current_epoch)
-        # a function of the epoch, identical on every rank: no sync needed
-        pl_module.log("bbn/alpha", alpha, on_step=False, on_epoch=True, batch_size=1, sync_dist=False)
+    def _apply_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> float:
+        return self.apply(pl_module, epoch)

@@ -26,19 +26,18 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
+from lt_lightning.callbacks._schedule import EpochSchedule
 from lt_lightning.losses.weighting import effective_number_weights, inverse_power_weights
-from lt_lightning.schedule import resolve_epoch, validate_epoch_value
+from lt_lightning.schedule import validate_epoch_value
 
 __all__ = ["DeferredReweighting"]
 
 Weighting = Literal["effective_number", "inverse_power"]
 
 
-class DeferredReweighting(Callback):
+class DeferredReweighting(EpochSchedule):
     """From epoch ``switch_epoch`` on, set the criterion's class weights from the training class counts.
 
     YAML (``trainer.callbacks``)::
@@ -58,6 +57,8 @@ class DeferredReweighting(Callback):
         active: whether the weights were on at the last :meth:`apply`.
         epoch: the epoch :meth:`apply` was last called with.
     """
+
+    log_key = "drw/active"
 
     def __init__(
         self,
@@ -87,7 +88,6 @@ class DeferredReweighting(Callback):
         self.power = float(power)
         self.active: bool | None = None
         self.epoch: int | None = None
-        self._loaded: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ identity and state
     def _weighting_name(self) -> str:
@@ -104,12 +104,6 @@ class DeferredReweighting(Callback):
     def _config(self) -> dict[str, Any]:
         name = self._weighting_name()
         return {"switch_epoch": self.switch_epoch, "weighting": name, "beta": self.beta, "power": self.power}
-
-    def state_dict(self) -> dict[str, Any]:
-        return self._config()
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._loaded = dict(state_dict)
 
     # ------------------------------------------------------------------ weights
     def class_weights(self, class_counts: Tensor) -> Tensor:
@@ -166,23 +160,11 @@ class DeferredReweighting(Callback):
         criterion.set_class_weights(self.class_weights(self._class_counts(pl_module)) if self.active else None)
         return self.active
 
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage == "fit":  # fail at start-up, not at epoch E
-            self._criterion(pl_module)
-            self.class_weights(self._class_counts(pl_module))
-            self.resolved_switch_epoch = resolve_epoch(
-                self.switch_epoch, trainer.max_epochs, "switch_epoch", "DeferredReweighting", not trainer.fast_dev_run
-            )
+    def _setup_fit(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # fail at start-up, not at epoch E
+        self._criterion(pl_module)
+        self.class_weights(self._class_counts(pl_module))
+        self.resolved_switch_epoch = self.resolve_point(self.switch_epoch, trainer, "switch_epoch")
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._loaded is not None and self._loaded != self._config():
-            rank_zero_warn(
-                f"DeferredReweighting: resuming with {self._config()} but the checkpoint was written with "
-                f"{self._loaded}: the run differs from the one that wrote the checkpoint"
-            )
-        self._loaded = None
-        self.apply(pl_module, trainer.current_epoch)
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        active = self.apply(pl_module, trainer.current_epoch)
-        pl_module.log("drw/active", float(active), on_step=False, on_epoch=True, batch_size=1, sync_dist=False)
+    def _apply_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> bool:
+        return self.apply(pl_module, epoch)

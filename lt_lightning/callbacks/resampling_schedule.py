@@ -29,11 +29,10 @@ import functools
 from typing import Any, Literal
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_warn
 
+from lt_lightning.callbacks._schedule import EpochSchedule
 from lt_lightning.data.resampling import DeferredResampler, ProgressiveSampler, progressive_mixing
-from lt_lightning.schedule import resolve_epoch, validate_epoch_value
+from lt_lightning.schedule import validate_epoch_value
 from lt_lightning.slots import clear_train_sampler, install_train_sampler
 
 __all__ = ["ResamplingSchedule"]
@@ -41,7 +40,7 @@ __all__ = ["ResamplingSchedule"]
 Schedule = Literal["progressive", "drs"]
 
 
-class ResamplingSchedule(Callback):
+class ResamplingSchedule(EpochSchedule):
     """Install and steer an epoch-scheduled re-sampler (progressively-balanced or DRS) in the datamodule.
 
     YAML (``trainer.callbacks``)::
@@ -60,6 +59,9 @@ class ResamplingSchedule(Callback):
         mixing: the class-balance mixing ``a(t)`` of the current epoch (``None`` before training starts).
         epoch: the epoch :meth:`apply` was last called with.
     """
+
+    log_key = "resampling/mixing"
+    resume_consequence = "the sampled order differs from the run that wrote the checkpoint"
 
     def __init__(
         self,
@@ -89,7 +91,6 @@ class ResamplingSchedule(Callback):
         self.resolved_switch_epoch: int | None = switch_epoch if isinstance(switch_epoch, int) else None
         self.total_epochs = total_epochs
         self._resolved_total: int | None = total_epochs
-        self._loaded: dict[str, Any] | None = None
         self.mixing: float | None = None
         self.epoch: int | None = None
 
@@ -106,12 +107,6 @@ class ResamplingSchedule(Callback):
             "switch_epoch": self.resolved_switch_epoch,
             "total_epochs": self._resolved_total,
         }
-
-    def state_dict(self) -> dict[str, Any]:
-        return self._config()
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._loaded = dict(state_dict)
 
     # ------------------------------------------------------------------ schedule
     def mixing_at(self, epoch: int) -> float:
@@ -135,9 +130,7 @@ class ResamplingSchedule(Callback):
         return functools.partial(ProgressiveSampler, total_epochs=self._resolved_total)
 
     # ------------------------------------------------------------------ hooks
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage != "fit":
-            return
+    def _setup_fit(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         datamodule = trainer.datamodule
         if datamodule is None or not hasattr(datamodule, "sampler") or not hasattr(datamodule, "train_labels"):
             found = "no datamodule" if datamodule is None else type(datamodule).__name__
@@ -154,13 +147,8 @@ class ResamplingSchedule(Callback):
                 )
             self._resolved_total = int(max_epochs)
         if self.schedule == "drs":
-            self.resolved_switch_epoch = resolve_epoch(
-                self.switch_epoch,  # type: ignore[arg-type]
-                trainer.max_epochs,
-                "switch_epoch",
-                "ResamplingSchedule",
-                not trainer.fast_dev_run,
-            )
+            switch_epoch: int | float = self.switch_epoch  # type: ignore[assignment]
+            self.resolved_switch_epoch = self.resolve_point(switch_epoch, trainer, "switch_epoch")
         # the run's sampler: refuses a data.sampler or another callback's; a classifier stage (FrozenStage) wraps
         # it whether it was installed before or after this callback
         install_train_sampler(datamodule, "base", self.sampler_factory(), self)
@@ -175,16 +163,5 @@ class ResamplingSchedule(Callback):
         self.mixing = self.mixing_at(self.epoch)
         return self.mixing
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._loaded is not None and self._loaded != self._config():
-            rank_zero_warn(
-                f"ResamplingSchedule: resuming with {self._config()} but the checkpoint was written with {self._loaded}"
-                ": the sampled order differs from the run that wrote the checkpoint"
-            )
-        self._loaded = None
-        self.apply(trainer.current_epoch)
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        mixing = self.apply(trainer.current_epoch)
-        # identical on every rank (a function of the epoch): no sync needed
-        pl_module.log("resampling/mixing", mixing, on_step=False, on_epoch=True, batch_size=1, sync_dist=False)
+    def _apply_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> float:
+        return self.apply(epoch)
