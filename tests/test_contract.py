@@ -279,3 +279,53 @@ def test_the_base_warns_once_on_a_resumed_configuration() -> None:
     with pytest.warns(UserWarning, match="DeferredReweighting: resuming with .* the run differs"):
         drw._check_resumed_config()
     drw._check_resumed_config()  # once
+
+
+# ---------------------------------------------------------------------------------------------- stage-2 variants
+def test_the_method_strings_name_variant_objects() -> None:
+    from lt_lightning.callbacks.classifier_retraining import VARIANTS, LearnableWeightScaling, LWSFinetune, ReTrain
+
+    assert VARIANTS == {"crt": ReTrain, "lws": LearnableWeightScaling, "lws_finetune": LWSFinetune}
+    for name, cls in VARIANTS.items():
+        stage = ClassifierRetraining(name)
+        assert isinstance(stage.variant, cls) and stage.method == name
+    with pytest.raises(ValueError, match="method must be one of .* or a ClassifierVariant"):
+        ClassifierRetraining("maxnorm")
+    with pytest.raises(ValueError, match="method='lws' keeps the classifier frozen"):
+        ClassifierRetraining(LearnableWeightScaling(), classifier_lr_factor=0.5)
+
+
+@pytest.mark.filterwarnings("ignore:.*does not have many workers")
+def test_a_new_stage2_variant_plugs_in_without_editing_classifier_retraining(tmp_path: Path) -> None:
+    """A variant in the spirit of weight balancing's stage 2 (Alshammari et al., CVPR 2022): keep the stage-1
+    classifier and fine-tune only its bias -- a class of a few lines, given as ``method``."""
+    from lt_lightning.callbacks.classifier_retraining import ClassifierVariant
+
+    class BiasOnly(ClassifierVariant):
+        name = "bias_only"
+
+        def freeze(self, classifier: nn.Module) -> None:
+            classifier.requires_grad_(False)
+            classifier.fc.bias.requires_grad_(True)
+
+        def reinitialise(self, pl_module, seed: int) -> None:
+            pass  # starts from the stage-1 classifier
+
+    L.seed_everything(0, verbose=False)
+    dm = tiny_lt_data()
+    model = _module(dm)
+    stage = ClassifierRetraining(BiasOnly(), epochs=1)
+    before: dict[str, Tensor] = {}
+
+    class Snapshot(L.Callback):
+        def on_train_epoch_start(self, trainer, pl_module) -> None:
+            if trainer.current_epoch == 1:
+                before.update({k: v.clone() for k, v in pl_module.state_dict().items()})
+
+    quiet_trainer(tmp_path, [stage, Snapshot()], max_epochs=2, limit_val_batches=0).fit(model, dm)
+    after = model.state_dict()
+    assert stage.active and stage.state_dict()["active"]
+    assert stage.state_key.startswith("ClassifierRetraining{") and "bias_only" in stage.state_key
+    assert torch.equal(after["classifier.fc.weight"], before["classifier.fc.weight"])  # frozen
+    assert not torch.equal(after["classifier.fc.bias"], before["classifier.fc.bias"])  # trained
+    assert torch.equal(after["backbone.fc.weight"], before["backbone.fc.weight"])  # the backbone frozen

@@ -59,10 +59,96 @@ from lt_lightning.heads.lws import LWSHead
 from lt_lightning.losses.cross_entropy import CrossEntropyLoss
 from lt_lightning.schedule import EpochValue
 
-__all__ = ["ClassifierRetraining"]
+__all__ = ["ClassifierRetraining", "ClassifierVariant", "LearnableWeightScaling", "LWSFinetune", "ReTrain", "VARIANTS"]
 
 Method = Literal["crt", "lws", "lws_finetune"]
 METHODS = ("crt", "lws", "lws_finetune")
+
+
+class ClassifierVariant:
+    """What stage 2 does to the classifier: a small strategy of :class:`ClassifierRetraining`.
+
+    A new stage-2 variant (e.g. weight balancing's MaxNorm) subclasses this and is given as ``method`` (a
+    ``class_path`` in YAML) without editing :class:`ClassifierRetraining`, which does the rest (freezing the
+    backbone, sampler, loss, optimizer, schedule, resume).
+
+    Attributes:
+        name: the variant's name, in the callback's ``state_key`` and checkpointed state.
+        trains_classifier: whether the classifier's own weights train (``classifier_lr_factor`` applies to them).
+    """
+
+    name: str = "variant"
+    trains_classifier: bool = True
+
+    def prepare(self, pl_module: pl.LightningModule) -> None:
+        """Check (and adapt) the classifier's structure before anything is loaded (at setup)."""
+
+    def freeze(self, classifier: nn.Module) -> None:
+        """Set what of the classifier trains (``requires_grad``, train / eval mode); idempotent."""
+        classifier.requires_grad_(True)
+        classifier.train()
+
+    def reinitialise(self, pl_module: pl.LightningModule, seed: int) -> None:  # pragma: no cover - interface
+        """Give the classifier its stage-start weights (seeded with ``seed``)."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class ReTrain(ClassifierVariant):
+    """cRT (Kang et al., ICLR 2020): re-initialise the classifier (seeded) and re-train it, ``z = W f(x) + b``."""
+
+    name = "crt"
+
+    def prepare(self, pl_module: pl.LightningModule) -> None:
+        if not callable(getattr(pl_module.classifier, "reset_parameters", None)):
+            raise ValueError(
+                f"cRT re-initialises the classifier, but {type(pl_module.classifier).__name__} has no "
+                "reset_parameters()"
+            )
+
+    def reinitialise(self, pl_module: pl.LightningModule, seed: int) -> None:
+        seeded_reset(pl_module.classifier, seed)
+
+
+class LearnableWeightScaling(ClassifierVariant):
+    """LWS (Kang et al., ICLR 2020): the classifier frozen, one learned scale per class,
+    ``z_c = s_c (w_c^T f(x) + b_c)`` (:class:`~lt_lightning.heads.lws.LWSHead`, scales start at 1)."""
+
+    name = "lws"
+    trains_classifier = False
+
+    def prepare(self, pl_module: pl.LightningModule) -> None:
+        if not isinstance(pl_module.classifier, LWSHead):
+            pl_module.classifier = LWSHead.wrap(pl_module.classifier, pl_module.num_classes)
+
+    def freeze(self, classifier: nn.Module) -> None:
+        classifier.base.requires_grad_(False)
+        classifier.base.eval()
+        classifier.scales.requires_grad_(True)
+
+    def reinitialise(self, pl_module: pl.LightningModule, seed: int) -> None:
+        pl_module.classifier.scales.data.fill_(1.0)  # LWS starts from the stage-1 classifier with every scale 1
+
+
+class LWSFinetune(LearnableWeightScaling):
+    """MiSLAS's stage 2 (Zhong et al., CVPR 2021): LWS's scales and the stage-1 classifier (not re-initialised)
+    fine-tuned together."""
+
+    name = "lws_finetune"
+    trains_classifier = True
+
+    def freeze(self, classifier: nn.Module) -> None:
+        ClassifierVariant.freeze(self, classifier)
+
+
+#: the variants named by the ``method`` strings
+VARIANTS: dict[str, type[ClassifierVariant]] = {
+    "crt": ReTrain,
+    "lws": LearnableWeightScaling,
+    "lws_finetune": LWSFinetune,
+}
 BackboneMode = Literal["eval", "train"]
 BACKBONE_MODES = ("eval", "train")
 
@@ -101,9 +187,10 @@ class ClassifierRetraining(FrozenStage):
           init_args: {method: crt, epochs: 10}
 
     Args:
-        method: ``"crt"`` (re-initialise and re-train the classifier), ``"lws"`` (learn per-class scales) or
-            ``"lws_finetune"`` (learn per-class scales and fine-tune the stage-1 classifier, not re-initialised:
-            MiSLAS's stage 2).
+        method: ``"crt"`` (re-initialise and re-train the classifier, :class:`ReTrain`), ``"lws"`` (learn per-class
+            scales, :class:`LearnableWeightScaling`) or ``"lws_finetune"`` (learn per-class scales and fine-tune the
+            stage-1 classifier, not re-initialised: MiSLAS's stage 2, :class:`LWSFinetune`); or any
+            :class:`ClassifierVariant` (a new stage-2 variant, given by ``class_path``).
         start_epoch: first epoch (0-based) of the stage in a single fit, or a fraction of ``trainer.max_epochs`` in
             ``(0, 1)``; ``None``: the last ``epochs`` epochs. Not allowed with ``init_from``.
         epochs: length of the stage when ``start_epoch`` is ``None`` (10 in Kang et al.): epochs, or a fraction of
@@ -141,7 +228,7 @@ class ClassifierRetraining(FrozenStage):
 
     def __init__(
         self,
-        method: Method = "crt",
+        method: Method | ClassifierVariant = "crt",
         start_epoch: int | float | None = None,
         epochs: EpochValue = 10,
         init_from: str | None = None,
@@ -154,8 +241,12 @@ class ClassifierRetraining(FrozenStage):
         classifier_lr_factor: float = 1.0,
         backbone_mode: BackboneMode | None = None,
     ) -> None:
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if isinstance(method, ClassifierVariant):
+            variant = method
+        elif isinstance(method, str) and method in VARIANTS:
+            variant = VARIANTS[method]()
+        else:
+            raise ValueError(f"method must be one of {METHODS} or a ClassifierVariant, got {method!r}")
         if not isinstance(shift_bn, bool):
             raise ValueError(f"shift_bn must be a bool, got {shift_bn!r}")
         if backbone_mode is not None and backbone_mode not in BACKBONE_MODES:
@@ -171,13 +262,15 @@ class ClassifierRetraining(FrozenStage):
             or not (math.isfinite(classifier_lr_factor) and classifier_lr_factor > 0)
         ):
             raise ValueError(f"classifier_lr_factor must be a finite number > 0, got {classifier_lr_factor!r}")
-        if method == "lws" and classifier_lr_factor != 1.0:
+        if not variant.trains_classifier and classifier_lr_factor != 1.0:
             raise ValueError(
-                f"classifier_lr_factor={classifier_lr_factor} scales the classifier's learning rate, but method='lws' "
-                "keeps the classifier frozen: use method='lws_finetune'"
+                f"classifier_lr_factor={classifier_lr_factor} scales the classifier's learning rate, but "
+                f"method={variant.name!r} keeps the classifier frozen: use method='lws_finetune'"
             )
         super().__init__(start_epoch, epochs, init_from, optimizer, lr_scheduler, criterion, sampler, seed)
-        self.method = method
+        #: the stage-2 variant (a strategy object); ``method`` is its name
+        self.variant = variant
+        self.method = variant.name
         self.shift_bn = shift_bn
         self.backbone_mode: BackboneMode = backbone_mode or ("train" if shift_bn else "eval")
         self.classifier_lr_factor = float(classifier_lr_factor)
@@ -189,13 +282,7 @@ class ClassifierRetraining(FrozenStage):
         return {"method": self.method, **super().state_dict()}
 
     def _prepare(self, pl_module: pl.LightningModule) -> None:
-        if self.method in ("lws", "lws_finetune") and not isinstance(pl_module.classifier, LWSHead):
-            pl_module.classifier = LWSHead.wrap(pl_module.classifier, pl_module.num_classes)
-        if self.method == "crt" and not callable(getattr(pl_module.classifier, "reset_parameters", None)):
-            raise ValueError(
-                f"cRT re-initialises the classifier, but {type(pl_module.classifier).__name__} has no "
-                "reset_parameters()"
-            )
+        self.variant.prepare(pl_module)
 
     def _adapt_stage1_weights(self, weights: dict, pl_module: pl.LightningModule) -> dict:
         if isinstance(pl_module.classifier, LWSHead) and not any(k.startswith("classifier.base.") for k in weights):
@@ -217,14 +304,7 @@ class ClassifierRetraining(FrozenStage):
             shift_batchnorm(pl_module.backbone)
         else:
             pl_module.backbone.eval()
-        classifier = pl_module.classifier
-        if self.method == "lws":
-            classifier.base.requires_grad_(False)
-            classifier.base.eval()
-            classifier.scales.requires_grad_(True)
-        else:
-            classifier.requires_grad_(True)
-            classifier.train()
+        self.variant.freeze(pl_module.classifier)
 
     def _frozen_description(self) -> str:
         if self.backbone_mode == "train":
@@ -232,10 +312,7 @@ class ClassifierRetraining(FrozenStage):
         return super()._frozen_description()
 
     def _reinitialise(self, pl_module: pl.LightningModule) -> None:
-        if self.method == "crt":
-            seeded_reset(pl_module.classifier, self.seed)
-        else:  # LWS starts from the stage-1 classifier with every scale 1
-            pl_module.classifier.scales.data.fill_(1.0)
+        self.variant.reinitialise(pl_module, self.seed)
 
     def _stage_optimizer(self, pl_module: pl.LightningModule) -> Any:
         factory = super()._stage_optimizer(pl_module)
