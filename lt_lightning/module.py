@@ -16,6 +16,10 @@ path by which losses, heads, metrics and callbacks learn the class prior: every
 :class:`~lt_lightning.prior.ClassPriorAware` part is told the counts when the module is built and whenever
 :meth:`LongTailModule.set_class_counts` replaces them.
 
+Callbacks steer the module only through the slots declared in :mod:`lt_lightning.slots` (test-time head, logit
+offset, expert weights, batch transform, training extras, criterion override, a stage's optimizer and schedule), with
+setters such as :meth:`LongTailModule.install_test_head` that refuse a slot another callback holds.
+
 Fast paths (options of the module, off by default; see docs/performance.md):
 
 * ``trainer.precision: bf16-mixed`` (or ``16-mixed``) needs no option: the forward pass runs under autocast, and the
@@ -56,7 +60,7 @@ from lt_lightning.metrics import LongTailAccuracy
 from lt_lightning.output import ModelOutput, as_output
 from lt_lightning.prior import ClassPriorAware, broadcast_class_counts, validate_class_counts
 from lt_lightning.schedule import run_epochs
-from lt_lightning.slots import SlotOwners
+from lt_lightning.slots import SlotHolder, SlotOwners
 
 HeadCallable = Callable[[int, int], nn.Module]
 
@@ -153,7 +157,7 @@ def ldam_drw_sgd(params: Any) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=2e-4)
 
 
-class LongTailModule(LightningModule):
+class LongTailModule(LightningModule, SlotHolder):
     """Backbone + classifier head + criterion, with long-tailed metrics.
 
     Args:

@@ -46,6 +46,7 @@ __all__ = [
     "MODULE_SLOTS",
     "SAMPLER_SLOTS",
     "SlotConflictError",
+    "SlotHolder",
     "SlotOwners",
     "clear_train_sampler",
     "install_train_sampler",
@@ -88,14 +89,17 @@ def owner_name(owner: Any) -> str:
     return type(owner).__name__
 
 
+class SlotHolder:
+    """Base of the modules that declare the callback slots and their setters (:class:`~lt_lightning.module.
+    LongTailModule`); lets this file check for one without importing the module (no import cycle)."""
+
+
 def require_long_tail_module(pl_module: Any, owner: Any) -> Any:
     """``pl_module`` if it is a :class:`~lt_lightning.module.LongTailModule`, else one clear ``ValueError``.
 
     The one check of the callbacks that steer the module through its slots (instead of a ``hasattr`` per callback).
     """
-    from lt_lightning.module import LongTailModule  # local: the module imports this file
-
-    if not isinstance(pl_module, LongTailModule):
+    if not isinstance(pl_module, SlotHolder):
         raise ValueError(
             f"{owner_name(owner)} needs a LongTailModule (lt_lightning.module.LongTailModule, or a subclass), got "
             f"{type(pl_module).__name__}"
