@@ -31,6 +31,7 @@ import math
 import torch
 from torch import Tensor
 
+from lt_lightning._checks import check_int
 from lt_lightning.data.resampling import sample_probabilities
 from lt_lightning.data.samplers import EpochSampler, permutation_draw
 
@@ -94,8 +95,7 @@ class BilateralSampler(EpochSampler):
         branch_batch_size: int,
         drop_last: bool = True,
     ) -> None:
-        if isinstance(branch_batch_size, bool) or not isinstance(branch_batch_size, int) or branch_batch_size < 1:
-            raise ValueError(f"branch_batch_size must be an integer >= 1, got {branch_batch_size!r}")
+        check_int("branch_batch_size", branch_batch_size, minimum=1)
         labels = torch.as_tensor(labels, dtype=torch.long).flatten()
         if labels.numel() == 0:
             raise ValueError("labels is empty: a sampler needs at least one sample")

@@ -36,6 +36,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from lt_lightning._checks import check_int
 from lt_lightning.data.device_pipeline import DeviceTrainSet, augment_batch, augment_views, seed_training_step
 from lt_lightning.data.image_listing import IMAGE_EXTENSIONS, list_images
 from lt_lightning.data.predict_source import PredictImageFolder, check_predict_source
@@ -132,9 +133,7 @@ class LongTailDataModule(L.LightningDataModule):
         train_set_on_device: bool = False,
     ) -> None:
         super().__init__()
-        if isinstance(views, bool) or not isinstance(views, int) or views < 1:
-            raise ValueError(f"views must be an integer >= 1, got {views!r}")
-        self.views = views
+        self.views = check_int("views", views, minimum=1)
         self.view_augment = check_view_augment(view_augment)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -186,8 +185,7 @@ class LongTailDataModule(L.LightningDataModule):
             ValueError: ``num_classes < 1``, a label outside ``[0, C)``, a class with no training image, or a
                 wrong number of class names.
         """
-        if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
-            raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
+        check_int("num_classes", num_classes, minimum=1, numpy=True)
         labels = check_labels(train_labels, int(num_classes), origin)
         counts = torch.bincount(labels, minlength=int(num_classes)).tolist()
         names = [str(c) for c in range(num_classes)] if class_names is None else [str(n) for n in class_names]

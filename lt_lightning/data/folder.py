@@ -40,6 +40,7 @@ from typing import Literal
 import numpy as np
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from lt_lightning._checks import check_choice, check_int
 from lt_lightning.data._split import hold_out_per_class
 from lt_lightning.data.balanced_reference import select_balanced_reference
 from lt_lightning.data.datamodule import SamplerFactory
@@ -73,8 +74,7 @@ def scan_split_folder(
         ValueError: ``folder`` has no class folder, an empty class folder (``class_names=None`` and
             ``on_empty_class="error"``), no image at all, or a class folder not in ``class_names``.
     """
-    if on_empty_class not in ON_EMPTY_CLASS_CHOICES:
-        raise ValueError(f"on_empty_class must be one of {ON_EMPTY_CLASS_CHOICES}, got {on_empty_class!r}")
+    check_choice("on_empty_class", on_empty_class, ON_EMPTY_CLASS_CHOICES)
     ignored = set(ignore)
     names = [n for n in list_class_folders(folder) if n not in ignored]
     if not names:
@@ -213,10 +213,8 @@ class ImageFolderLTDataModule(ImageFileDataModule):
                 f"imbalance_ratio must be positive (>= 1) or None to keep the data as is, got {imbalance_ratio!r}"
             )
         for name, value in (("val_per_class", val_per_class), ("test_per_class", test_per_class)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-        if n_max is not None and (isinstance(n_max, bool) or not isinstance(n_max, int) or n_max < 1):
-            raise ValueError(f"n_max must be a positive integer or None, got {n_max!r}")
+            check_int(name, value, minimum=0)
+        check_int("n_max", n_max, minimum=1, or_none=True, what="a positive integer or None")
         self.root = os.fspath(root)
         self.imbalance_ratio = imbalance_ratio
         self.profile = profile
@@ -230,9 +228,7 @@ class ImageFolderLTDataModule(ImageFileDataModule):
         train_dir = os.path.join(self.root, "train")
         if not os.path.isdir(train_dir):
             raise self._not_found(f"training folder {train_dir!r} not found")
-        if on_empty_class not in ON_EMPTY_CLASS_CHOICES:
-            raise ValueError(f"on_empty_class must be one of {ON_EMPTY_CLASS_CHOICES}, got {on_empty_class!r}")
-        self.on_empty_class = on_empty_class
+        self.on_empty_class = check_choice("on_empty_class", on_empty_class, ON_EMPTY_CLASS_CHOICES)
         paths, labels, names = scan_split_folder(train_dir, None, self.extensions, on_empty_class)
         num_classes = len(names)
         empty_names = [n for n in list_class_folders(train_dir) if n not in set(names)]

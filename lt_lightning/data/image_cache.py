@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from lt_lightning._checks import check_choice
+
 __all__ = ["CACHE_KINDS", "DEFAULT_CACHE_MAX_BYTES", "ImageCache", "format_bytes"]
 
 #: default ``cache_max_bytes`` of the image-file datamodules: 4 GiB
@@ -27,9 +29,7 @@ class ImageCache:
     """
 
     def __init__(self, kind: str, arrays: Sequence[np.ndarray]) -> None:
-        if kind not in CACHE_KINDS:
-            raise ValueError(f"kind must be one of {CACHE_KINDS}, got {kind!r}")
-        self.kind = kind
+        self.kind = check_choice("kind", kind, CACHE_KINDS)
         sizes = np.array([a.size for a in arrays], dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self.shapes = [tuple(int(d) for d in a.shape) for a in arrays]

@@ -12,6 +12,7 @@ from typing import Literal
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
+from lt_lightning._checks import check_choice, check_int
 from lt_lightning.data.datamodule import LongTailDataModule, SamplerFactory
 from lt_lightning.data.image_cache import DEFAULT_CACHE_MAX_BYTES, format_bytes
 from lt_lightning.data.image_dataset import ImageFileDataset, default_resize_size, validate_on_error
@@ -147,9 +148,7 @@ class ImageFileDataModule(LongTailDataModule):
             view_augment=view_augment,
             train_set_on_device=train_set_on_device,
         )
-        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-            raise ValueError(f"image_size must be an integer >= 1, got {image_size!r}")
-        self.image_size = image_size
+        self.image_size = check_int("image_size", image_size, minimum=1)
         self.augmentation_preset = check_augmentation_preset(augmentation_preset)
         self.resize_size = default_resize_size(image_size, resize_size, self.augmentation_preset)
         self.on_error = validate_on_error(on_error)
@@ -168,9 +167,7 @@ class ImageFileDataModule(LongTailDataModule):
                 "view_augment='simclr' or augmentation_preset='pad_crop'"
             )
         self.cache_images = bool(cache_images)
-        if isinstance(cache_max_bytes, bool) or not isinstance(cache_max_bytes, int) or cache_max_bytes < 0:
-            raise ValueError(f"cache_max_bytes must be an integer >= 0, got {cache_max_bytes!r}")
-        self.cache_max_bytes = cache_max_bytes
+        self.cache_max_bytes = check_int("cache_max_bytes", cache_max_bytes, minimum=0)
         self.max_image_pixels = check_max_image_pixels(max_image_pixels)
         apply_max_image_pixels(self.max_image_pixels)
         #: bytes held by the in-memory caches of the splits built so far (``cache_images``)
@@ -233,8 +230,7 @@ class ImageFileDataModule(LongTailDataModule):
 
     def build_dataset(self, split: str) -> ImageFileDataset:
         """The :class:`ImageFileDataset` of ``split`` (no file checks); train-time pipeline for an augmented train."""
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        check_choice("split", split, SPLITS)
         paths, labels = self.image_lists[split]
         return ImageFileDataset(
             paths,

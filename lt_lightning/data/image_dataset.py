@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from lt_lightning._checks import check_choice, check_int
 from lt_lightning.data.image_cache import ImageCache
 from lt_lightning.data.image_decoding import (
     UnreadableImageError,
@@ -42,9 +43,7 @@ EVAL_CROP_RATIO = 0.875
 
 def validate_on_error(on_error: str) -> str:
     """Return ``on_error`` if it is ``"raise"`` or ``"skip"``, else raise ``ValueError`` naming it."""
-    if on_error not in ON_ERROR_CHOICES:
-        raise ValueError(f"on_error must be one of {ON_ERROR_CHOICES}, got {on_error!r}")
-    return on_error
+    return check_choice("on_error", on_error, ON_ERROR_CHOICES)
 
 
 def default_resize_size(
@@ -65,8 +64,7 @@ def default_resize_size(
             if check_augmentation_preset(augmentation_preset) == "pad_crop"
             else int(image_size / EVAL_CROP_RATIO)
         )
-    if isinstance(resize_size, bool) or not isinstance(resize_size, int) or resize_size < image_size:
-        raise ValueError(f"resize_size must be an integer >= image_size={image_size}, got {resize_size!r}")
+    check_int("resize_size", resize_size, minimum=image_size, what=f"an integer >= image_size={image_size}")
     if resize_size > 2 * image_size:
         raise ValueError(
             f"resize_size={resize_size} with image_size={image_size}: the evaluation centre crop would keep "

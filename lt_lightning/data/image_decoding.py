@@ -14,6 +14,8 @@ import re
 import numpy as np
 from PIL import Image
 
+from lt_lightning._checks import check_int
+
 __all__ = [
     "SUPPORTED_MODES",
     "UnreadableImageError",
@@ -106,11 +108,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 def check_max_image_pixels(max_image_pixels: int | None) -> int | None:
     """``max_image_pixels`` if it is ``None`` or an integer ``>= 1``, else ``ValueError`` naming it."""
-    if max_image_pixels is not None and (
-        isinstance(max_image_pixels, bool) or not isinstance(max_image_pixels, int) or max_image_pixels < 1
-    ):
-        raise ValueError(f"max_image_pixels must be an integer >= 1 or None (PIL's limit), got {max_image_pixels!r}")
-    return max_image_pixels
+    return check_int(
+        "max_image_pixels", max_image_pixels, minimum=1, or_none=True, what="an integer >= 1 or None (PIL's limit)"
+    )
 
 
 def apply_max_image_pixels(max_image_pixels: int | None) -> None:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lt_lightning._checks import is_number
 from lt_lightning.losses._checks import target_distribution
 
 __all__ = [
@@ -40,7 +41,7 @@ __all__ = [
 
 def check_alpha(alpha: float, name: str = "alpha") -> float:
     """``alpha`` of ``Beta(alpha, alpha)`` as a float, or ``ValueError`` unless it is finite and ``> 0``."""
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
+    if not is_number(alpha) or not math.isfinite(alpha) or alpha <= 0:
         raise ValueError(
             f"{name} must be a finite number > 0 (the Beta(alpha, alpha) of the mixing weight), got {alpha!r}; "
             "to train without mixing, leave the BatchMixing callback out"

@@ -13,6 +13,8 @@ from typing import Literal
 
 import numpy as np
 
+from lt_lightning._checks import check_int
+
 Profile = Literal["exp", "step"]
 PROFILES: tuple[str, ...] = ("exp", "step")
 
@@ -50,10 +52,8 @@ def long_tail_counts(
     Raises:
         ValueError: for a bad argument, or when a class would get zero images.
     """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
-        raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
-    if isinstance(n_max, bool) or not isinstance(n_max, (int, np.integer)) or n_max <= 0:
-        raise ValueError(f"n_max must be a positive integer, got {n_max!r}")
+    check_int("num_classes", num_classes, minimum=1, numpy=True)
+    check_int("n_max", n_max, minimum=1, numpy=True, what="a positive integer")
     if not np.isfinite(imbalance_ratio) or imbalance_ratio <= 0:
         raise ValueError(f"imbalance_ratio must be positive, got {imbalance_ratio!r}")
     if imbalance_ratio < 1:

@@ -37,6 +37,7 @@ import math
 import torch
 from torch import Tensor
 
+from lt_lightning._checks import check_int
 from lt_lightning.data.samplers import EpochSampler, permutation_draw
 
 __all__ = [
@@ -236,8 +237,7 @@ class ProgressiveSampler(ClassProbabilitySampler):
         total_epochs: int,
         num_samples: int | None = None,
     ) -> None:
-        if isinstance(total_epochs, bool) or not isinstance(total_epochs, int) or total_epochs < 1:
-            raise ValueError(f"total_epochs must be an integer >= 1, got {total_epochs!r}")
+        check_int("total_epochs", total_epochs, minimum=1)
         super().__init__(labels, num_replicas, rank, seed, num_samples=num_samples)
         self.total_epochs = total_epochs
 
@@ -276,8 +276,7 @@ class DeferredResampler(ClassProbabilitySampler):
         switch_epoch: int,
         num_samples: int | None = None,
     ) -> None:
-        if isinstance(switch_epoch, bool) or not isinstance(switch_epoch, int) or switch_epoch < 0:
-            raise ValueError(f"switch_epoch must be an integer >= 0, got {switch_epoch!r}")
+        check_int("switch_epoch", switch_epoch, minimum=0)
         super().__init__(labels, num_replicas, rank, seed, num_samples=num_samples)
         self.switch_epoch = switch_epoch
 
@@ -328,8 +327,7 @@ class ClassAwareSampler(EpochSampler):
         num_samples_cls: int = 1,
         num_samples: int | None = None,
     ) -> None:
-        if isinstance(num_samples_cls, bool) or not isinstance(num_samples_cls, int) or num_samples_cls < 1:
-            raise ValueError(f"num_samples_cls must be an integer >= 1, got {num_samples_cls!r}")
+        check_int("num_samples_cls", num_samples_cls, minimum=1)
         super().__init__(labels, num_replicas=num_replicas, rank=rank, seed=seed, num_samples=num_samples)
         if self.labels.min() < 0:
             raise ValueError(f"labels must be >= 0, got {int(self.labels.min())}")

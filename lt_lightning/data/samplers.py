@@ -24,6 +24,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DistributedSampler
 
+from lt_lightning._checks import check_int
+
 
 def _check_replicas(num_replicas: int, rank: int) -> None:
     if num_replicas < 1:
@@ -83,8 +85,7 @@ class EpochSampler(DistributedSampler):
         One-shot: the next ``__iter__`` clears it whatever epoch it draws (an end-of-epoch checkpoint's next epoch
         starts from its beginning).
         """
-        if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
-            raise ValueError(f"skip must be an integer >= 0, got {skip!r}")
+        check_int("skip", skip, minimum=0)
         self._resume = (int(epoch), skip)
 
     def set_epoch(self, epoch: int) -> None:

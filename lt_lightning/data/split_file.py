@@ -33,6 +33,8 @@ import re
 import unicodedata
 from pathlib import Path
 
+from lt_lightning._checks import check_int
+
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _FIELD_SEPARATOR = re.compile(r"[ \t]+")
 
@@ -85,10 +87,7 @@ def _decode(raw: bytes, where: str) -> str:
 
 
 def _check_num_classes(num_classes: int | None) -> None:
-    if num_classes is not None and (
-        isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
-    ):
-        raise ValueError(f"num_classes must be an integer >= 1 or None, got {num_classes!r}")
+    check_int("num_classes", num_classes, minimum=1, or_none=True)
 
 
 def _read_lines(split_path: Path) -> list[bytes]:

@@ -35,6 +35,7 @@ from typing import Literal
 
 import numpy as np
 
+from lt_lightning._checks import check_int
 from lt_lightning.data._split import hold_out_per_class
 from lt_lightning.data.balanced_reference import select_balanced_reference
 from lt_lightning.data.datamodule import SamplerFactory
@@ -142,8 +143,7 @@ class SplitFileDataModule(ImageFileDataModule):
             view_augment=view_augment,
             train_set_on_device=train_set_on_device,
         )
-        if isinstance(val_per_class, bool) or not isinstance(val_per_class, int) or val_per_class < 0:
-            raise ValueError(f"val_per_class must be an integer >= 0, got {val_per_class!r}")
+        check_int("val_per_class", val_per_class, minimum=0)
         if val_file is not None and val_per_class > 0:
             raise ValueError(f"give either val_file ({val_file!r}) or val_per_class ({val_per_class}) > 0, not both")
         if val_file is None and val_per_class == 0:

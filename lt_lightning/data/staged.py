@@ -15,6 +15,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from lt_lightning._checks import check_int
 from lt_lightning.data.resampling import ClassBalancedSampler
 from lt_lightning.data.samplers import EpochSampler, InstanceBalancedSampler
 
@@ -45,8 +46,7 @@ class StagedSampler(EpochSampler):
         first: Factory | None = None,
         second: Factory | None = None,
     ) -> None:
-        if isinstance(switch_epoch, bool) or not isinstance(switch_epoch, int) or switch_epoch < 0:
-            raise ValueError(f"switch_epoch must be an integer >= 0, got {switch_epoch!r}")
+        check_int("switch_epoch", switch_epoch, minimum=0)
         super().__init__(labels, num_replicas=num_replicas, rank=rank, seed=seed)
         self.switch_epoch = switch_epoch
         self.first = (first or InstanceBalancedSampler)(self.labels, num_replicas, rank, seed)

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
+from lt_lightning._checks import check_choice, is_number
 from lt_lightning.data.profiles import long_tail_counts, select_long_tail_indices
 
 Distribution = Literal["forward", "uniform", "backward"]
@@ -48,9 +49,8 @@ SADE_TEST_DISTRIBUTIONS: dict[str, tuple[str, float]] = {
 
 def check_distribution(distribution: str, imbalance_ratio: float) -> tuple[str, float]:
     """Validate ``(distribution, imbalance_ratio)``; ``ValueError`` naming the bad one."""
-    if distribution not in DISTRIBUTIONS:
-        raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")
-    if isinstance(imbalance_ratio, bool) or not isinstance(imbalance_ratio, (int, float)):
+    check_choice("distribution", distribution, DISTRIBUTIONS)
+    if not is_number(imbalance_ratio):
         raise ValueError(f"imbalance_ratio must be a number >= 1, got {imbalance_ratio!r}")
     if not math.isfinite(imbalance_ratio) or imbalance_ratio < 1:
         raise ValueError(f"imbalance_ratio must be a finite number >= 1 (n_max / n_min), got {imbalance_ratio!r}")

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.transforms import v2
 
+from lt_lightning._checks import check_choice, check_int
 from lt_lightning.data.functional import (
     check_batch,
     check_finite_batch,
@@ -62,9 +63,9 @@ VIEW_AUGMENTS: tuple[str, ...] = ("standard", "simclr")
 
 def check_view_augment(view_augment: str) -> str:
     """``view_augment`` if it is one of :data:`VIEW_AUGMENTS`, else ``ValueError`` naming the choices."""
-    if not isinstance(view_augment, str) or view_augment not in VIEW_AUGMENTS:
-        raise ValueError(f"view_augment must be one of {', '.join(map(repr, VIEW_AUGMENTS))}, got {view_augment!r}")
-    return view_augment
+    return check_choice(
+        "view_augment", view_augment, VIEW_AUGMENTS, what=f"one of {', '.join(map(repr, VIEW_AUGMENTS))}"
+    )
 
 
 class DeviceAugmentation(nn.Module):
@@ -100,8 +101,7 @@ class DeviceAugmentation(nn.Module):
     ) -> None:
         super().__init__()
         self.mean, self.std = check_mean_std(mean, std)
-        if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
-            raise ValueError(f"padding must be >= 0, got {padding!r}")
+        check_int("padding", padding, minimum=0, what=">= 0")
         self.padding = int(padding)
         self.flip = bool(flip)
         self.check_finite = bool(check_finite)

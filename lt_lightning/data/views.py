@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from lt_lightning._checks import check_probability
 from lt_lightning.data.functional import check_batch, random_horizontal_flip, to_float
 
 #: the SimCLR / SupCon CIFAR view recipe (HobbitLong/SupContrast main_supcon.py): RandomResizedCrop(scale=(0.2, 1)),
@@ -31,9 +32,7 @@ _CROP_TRIES = 10
 
 
 def _check_p(p: float, name: str = "p") -> float:
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
-        raise ValueError(f"{name} must be a probability in [0, 1], got {p!r}")
-    return float(p)
+    return check_probability(name, p)
 
 
 def _uniform(size: tuple[int, ...], low: float, high: float, generator: torch.Generator | None, device) -> Tensor:
