@@ -1,13 +1,62 @@
-"""Shared fixtures: a generated CIFAR-10 root (from ``../shared/data``) and a plain copy of LDAM-DRW's selection."""
+"""Shared fixtures: a generated CIFAR-10 root (from ``../shared/data``) and a plain copy of LDAM-DRW's selection.
+
+Two tiers (issue 19.5). ``pytest -q`` runs the lean suite: every formula, resume, hostile and contract test, each
+method's wiring once (Digits-LT), each dataset once and one 2-process DDP fit (marked ``lean``). Tests marked
+``slow`` or ``ddp`` -- the conformance runs: every config fitted on every dataset, the other multi-process DDP runs,
+the GPU scripts on the CPU, the long notebook -- are deselected unless
+``LT_LIGHTNING_SLOW=1`` is set or the run selects tests itself (``-m``, ``-k`` or a path / node id), e.g.
+``pytest -m "(slow or ddp) and not lean"`` (the slow tier alone), ``pytest -k ddp``, ``pytest tests/test_ddp.py``.
+``.ci/run`` runs both tiers.
+
+The whole suite runs on one intra-op thread (``OMP_NUM_THREADS=1`` for subprocesses, ``torch.set_num_threads(1)``
+here): the tiny models of the tests run several times faster on one thread than on two that compete with other
+processes on a 2-core machine.
+"""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+#: ``LT_LIGHTNING_SLOW=1``: run the ``slow`` conformance tier with the lean suite
+SLOW = os.environ.get("LT_LIGHTNING_SLOW") == "1"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # the CLI / DDP subprocesses the tests start
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+def _selects_tests_itself(config: pytest.Config) -> bool:
+    """``-m``, ``-k`` or explicit paths / node ids (anything but the configured ``testpaths``)."""
+    if config.option.markexpr or config.option.keyword:
+        return True
+    root = Path(str(config.rootpath))
+    default = {(root / p).resolve() for p in config.getini("testpaths")} | {root.resolve()}
+    return any(Path(arg.split("::")[0]).resolve() not in default for arg in config.args)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if SLOW or _selects_tests_itself(config):
+        return
+    slow = [item for item in items if in_slow_tier(item)]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not in_slow_tier(item)]
+
+
+def in_slow_tier(item: pytest.Item) -> bool:
+    """``slow`` tests and multi-process ``ddp`` tests, except those marked ``lean`` (one DDP fit stays lean)."""
+    marked = item.get_closest_marker("slow") or item.get_closest_marker("ddp")
+    return bool(marked) and not item.get_closest_marker("lean")
+
 
 #: ``<repo>/../shared/data`` -- the offline CIFAR-10 re-encoding and its unpacker (absent on some machines)
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

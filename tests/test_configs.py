@@ -4,11 +4,17 @@ Stand-alone configs (``quickstart.yaml``, ``experiments/**``) run as they are; f
 ``trainer/``, ``budget/``) run in the compositions listed in :data:`COMPOSITIONS`. A new YAML that is neither
 stand-alone nor in a composition fails :func:`test_every_config_is_exercised`. Each experiment file declares the
 fragments it is made of in its second line; :func:`test_experiment_equals_its_fragments` checks both parse the same.
+
+Tiers (tests/conftest.py): the lean suite fits each method's wiring once (every Digits-LT config), each dataset once
+(:data:`LEAN`: one config per other dataset and its fragments) and parses every config
+(:func:`test_every_config_parses`); the fits of every CIFAR / ImageNet config are the ``slow`` conformance tier
+(``LT_LIGHTNING_SLOW=1`` or ``pytest -m slow``).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +44,29 @@ COMPOSITIONS: list[tuple[str, ...]] = [
     ("trainer/imagenet_90ep.yaml", "data/places_lt.yaml", "model/ce_resnext50.yaml"),
     ("trainer/digits_30ep.yaml", "data/folder_lt.yaml", "model/ce_resnet32.yaml"),
 ]
+#: the configs fitted in the lean tier besides every Digits-LT one: one per other dataset (and datamodule config)
+LEAN = {
+    "quickstart.yaml",
+    "experiments/cifar10_lt/ce.yaml",
+    "experiments/cifar100_lt/ce.yaml",
+    "experiments/imagenet_lt/ce.yaml",
+    "trainer/imagenet_90ep.yaml+data/places_lt.yaml+model/ce_resnext50.yaml",
+    "trainer/digits_30ep.yaml+data/folder_lt.yaml+model/ce_resnet32.yaml",
+}
+
+
+def _lean(files: Sequence[str]) -> bool:
+    """Whether a config (or a composition of fragments, relative to configs/) is fitted in the lean tier."""
+    if "+".join(files) in LEAN:
+        return True
+    return all("digits_lt" in f for f in files if f.startswith(("experiments/", "pretext/", "data/")))
+
+
+def _tiered(value, files: Sequence[str], id_: str):
+    """``value`` as a parameter, marked ``slow`` unless ``files`` are fitted in the lean tier."""
+    return pytest.param(value, id=id_, marks=() if _lean(files) else pytest.mark.slow)
+
+
 #: configs whose method acts at test time (a sweep on validation, a replaced head, the TDE effect)
 TEST_TIME = re.compile(
     r"TauNormalization|NearestClassMean|PostHocLogitAdjustment|CausalHead|TestTimeAggregation|ComputePerImage"
@@ -127,14 +156,24 @@ def _run(files: list[Path], request, tmp_path, monkeypatch) -> None:
         assert "test/acc" in cli.trainer.callback_metrics
 
 
-@pytest.mark.parametrize("config", STANDALONE, ids=_rel)
-def test_standalone_config_runs(config: Path, request, tmp_path, monkeypatch) -> None:
-    _run([config], request, tmp_path, monkeypatch)
+@pytest.mark.parametrize("config", [_tiered(_rel(c), [_rel(c)], _rel(c)) for c in STANDALONE])
+def test_standalone_config_runs(config: str, request, tmp_path, monkeypatch) -> None:
+    _run([CONFIGS / config], request, tmp_path, monkeypatch)
 
 
-@pytest.mark.parametrize("files", COMPOSITIONS, ids=lambda fs: "+".join(Path(f).stem for f in fs))
+@pytest.mark.parametrize("files", [_tiered(fs, fs, "+".join(Path(f).stem for f in fs)) for fs in COMPOSITIONS])
 def test_composed_fragments_run(files: tuple[str, ...], request, tmp_path, monkeypatch) -> None:
     _run([CONFIGS / f for f in files], request, tmp_path, monkeypatch)
+
+
+@pytest.mark.parametrize(
+    "files", [[_rel(c)] for c in STANDALONE] + [list(fs) for fs in COMPOSITIONS], ids=lambda fs: "+".join(fs)
+)
+def test_every_config_parses(files: list[str], capsys) -> None:
+    """Every config and composition parses (class paths, argument names and types) in the lean tier; the slow tier
+    fits each of them."""
+    printed = _printed_config([x for f in files for x in ("-c", str(CONFIGS / f))], capsys)
+    assert "class_path: lt_lightning." in printed
 
 
 def test_every_config_is_exercised() -> None:

@@ -35,6 +35,7 @@ def _ddp(devices: int) -> list[str]:
     return ["--trainer.accelerator", "cpu", "--trainer.devices", str(devices), "--trainer.strategy", "ddp"]
 
 
+@pytest.mark.lean
 def test_ddp_fit_and_exact_test_metric_equal_one_process(tmp_path: Path) -> None:
     # 1) a short 2-process fit (sharded train sampler, synced validation) writes the checkpoint
     fit = ["fit", "-c", str(QUICKSTART), "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3"]

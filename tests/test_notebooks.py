@@ -11,7 +11,13 @@ from nbclient import NotebookClient
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+#: notebooks of the lean suite; the others run in the slow tier (tests/conftest.py)
+LEAN = {"01_subclass_module.ipynb"}
+
+
+@pytest.mark.parametrize(
+    "path", [pytest.param(p, id=p.name, marks=() if p.name in LEAN else pytest.mark.slow) for p in NOTEBOOKS]
+)
 def test_notebook_executes(path: Path, tmp_path: Path) -> None:
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
