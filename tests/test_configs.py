@@ -7,12 +7,13 @@ fragments it is made of in its second line; :func:`test_experiment_equals_its_fr
 
 Tiers (tests/conftest.py): the lean suite fits each method's wiring once (every Digits-LT config), each dataset once
 (:data:`LEAN`: one config per other dataset and its fragments) and parses every config
-(:func:`test_every_config_parses`); the fits of every CIFAR / ImageNet config are the ``slow`` conformance tier
+(:func:`test_config_resolves_as_its_baseline`, :func:`test_every_composition_parses`); the fits of every CIFAR / ImageNet config are the ``slow`` conformance tier
 (``LT_LIGHTNING_SLOW=1`` or ``pytest -m slow``).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ import pytest
 from PIL import Image
 
 from lt_lightning.cli import run as main
+from tests import resolved_configs
 from tests.cifar_files import write_tiny_cifar100
 
 REPO = Path(__file__).resolve().parents[1]
@@ -166,12 +168,10 @@ def test_composed_fragments_run(files: tuple[str, ...], request, tmp_path, monke
     _run([CONFIGS / f for f in files], request, tmp_path, monkeypatch)
 
 
-@pytest.mark.parametrize(
-    "files", [[_rel(c)] for c in STANDALONE] + [list(fs) for fs in COMPOSITIONS], ids=lambda fs: "+".join(fs)
-)
-def test_every_config_parses(files: list[str], capsys) -> None:
-    """Every config and composition parses (class paths, argument names and types) in the lean tier; the slow tier
-    fits each of them."""
+@pytest.mark.parametrize("files", [list(fs) for fs in COMPOSITIONS], ids=lambda fs: "+".join(fs))
+def test_every_composition_parses(files: list[str], capsys) -> None:
+    """Every composition of fragments parses (class paths, argument names and types) in the lean tier (every
+    stand-alone config is parsed by :func:`test_config_resolves_as_its_baseline`); the slow tier fits each."""
     printed = _printed_config([x for f in files for x in ("-c", str(CONFIGS / f))], capsys)
     assert "class_path: lt_lightning." in printed
 
@@ -203,3 +203,23 @@ def test_experiment_equals_its_fragments(experiment: Path, capsys) -> None:
     whole = _printed_config(["-c", str(experiment)], capsys)
     composed = _printed_config([x for f in fragments for x in ("-c", str(CONFIGS / f))], capsys)
     assert whole == composed
+
+
+@pytest.fixture(scope="module")
+def resolved_baseline() -> dict:
+    return json.loads(resolved_configs.BASELINE.read_text())
+
+
+@pytest.mark.parametrize("config", resolved_configs.standalone_configs(), ids=_rel)
+def test_config_resolves_as_its_baseline(config: Path, resolved_baseline: dict) -> None:
+    """The invariant of issue 19 (tests/resolved_configs.py): refactors leave every resolved config as it was."""
+    expected = resolved_baseline["configs"].get(_rel(config))
+    assert expected is not None, f"{_rel(config)} is not in the baseline: python tests/resolved_configs.py --write"
+    got = resolved_configs.section_hashes(resolved_configs.resolve(config))
+    same_libraries = resolved_baseline["versions"] == resolved_configs.versions()
+    checked = resolved_configs.SECTIONS if same_libraries else ("model", "data")
+    changed = [key for key in checked if got[key] != expected[key]]
+    assert not changed, (
+        f"{_rel(config)} resolves differently in {changed}: if on purpose, rewrite the baseline "
+        "(python tests/resolved_configs.py --write) and say why in the commit"
+    )
