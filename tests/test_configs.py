@@ -7,8 +7,8 @@ fragments it is made of in its second line; :func:`test_experiment_equals_its_fr
 
 Tiers (tests/conftest.py): the lean suite fits each method's wiring once (every Digits-LT config), each dataset once
 (:data:`LEAN`: one config per other dataset and its fragments) and parses every config
-(:func:`test_config_resolves_as_its_baseline`, :func:`test_every_composition_parses`); the fits of every CIFAR / ImageNet config are the ``slow`` conformance tier
-(``LT_LIGHTNING_SLOW=1`` or ``pytest -m slow``).
+(:func:`test_config_resolves_as_its_baseline`, :func:`test_every_composition_parses`); the fits of every CIFAR /
+ImageNet config are the ``slow`` conformance tier (``LT_LIGHTNING_SLOW=1`` or ``pytest -m slow``).
 """
 
 from __future__ import annotations
