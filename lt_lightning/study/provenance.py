@@ -9,21 +9,34 @@ from importlib import metadata
 from typing import Any
 
 
-def git_commit(cwd: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+def git_commit(
+    cwd: str | os.PathLike[str] | None = None, exclude: tuple[str | os.PathLike[str], ...] = ()
+) -> dict[str, Any]:
     """``{"commit": HEAD, "dirty": bool}`` of the git tree at ``cwd``; ``{"commit": None}`` outside git.
 
     Read-only: ``git rev-parse HEAD`` and ``git status --porcelain`` with ``GIT_OPTIONAL_LOCKS=0`` (no index write).
-    ``dirty`` is whether tracked files differ from ``HEAD`` (the numbers may come from uncommitted code).
+    ``dirty`` is whether tracked files differ from ``HEAD`` (the numbers may come from uncommitted code), not counting
+    the paths in ``exclude`` (the report's own folder: a ``--publish`` that rewrites a committed report is not
+    uncommitted code).
     """
     env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
     try:
         head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, env=env, capture_output=True, text=True, timeout=20, check=False
+            ["git", "rev-parse", "HEAD", "--show-toplevel"],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
         )
         if head.returncode != 0:
             return {"commit": None}
+        commit, top = (head.stdout.splitlines() + ["", ""])[:2]
+        inside = [os.path.abspath(p) for p in exclude]
+        inside = [p for p in inside if top and os.path.commonpath([p, os.path.abspath(top)]) == os.path.abspath(top)]
         status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *(f":(exclude){p}" for p in inside)],
             cwd=cwd,
             env=env,
             capture_output=True,
@@ -34,7 +47,7 @@ def git_commit(cwd: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     except (OSError, subprocess.SubprocessError):
         return {"commit": None}
     dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
-    return {"commit": head.stdout.strip(), "dirty": dirty}
+    return {"commit": commit.strip(), "dirty": dirty}
 
 
 def versions() -> dict[str, str | None]:

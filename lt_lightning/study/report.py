@@ -198,7 +198,7 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     collected = collect(study, units)
     figures = _figures(study, collected, out)
-    commit = git_commit()
+    commit = git_commit(exclude=(out,))
     baseline = collected["methods"][study.baseline]["seeds"]
     a_v = format_mean_std([s["A_b"] for s in baseline.values()])
     dirty = " (with uncommitted changes)" if commit.get("dirty") else ""
