@@ -27,6 +27,9 @@ from typing import Any
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from torch import nn
 
+from lt_lightning.checkpoint_reader import CHECKPOINT_MAGIC as CHECKPOINT_MAGIC  # re-exported (it lived here)
+from lt_lightning.checkpoint_reader import checkpoint_file_problem
+
 #: environment variable that turns on the full traceback (as ``--debug`` does); any value but "", "0", "false", "no"
 DEBUG_ENV = "LT_LIGHTNING_DEBUG"
 #: the command-line flag that turns on the full traceback (taken out of the arguments before parsing)
@@ -217,20 +220,15 @@ def check_channels(model: Any, datamodule: Any, ckpt_path: str | None = None) ->
     )
 
 
-#: the first bytes of a file ``torch.save`` writes: a zip archive (PyTorch >= 1.6) or a pickle (legacy format)
-CHECKPOINT_MAGIC: tuple[bytes, ...] = (b"PK\x03\x04", b"\x80")
-
-
 def check_checkpoint_file(path: str) -> None:
-    """Refuse a local ``--ckpt_path`` file that cannot be a checkpoint (not a zip archive nor a pickle).
+    """Refuse a local ``--ckpt_path`` file that cannot be a checkpoint (not a zip archive nor a pickle), by the
+    reader's test (:func:`~lt_lightning.checkpoint_reader.checkpoint_file_problem`).
 
     Raises:
         ValueError: naming the path and what the file starts with.
     """
-    with open(path, "rb") as f:
-        head = f.read(16)
-    if not any(head.startswith(magic) for magic in CHECKPOINT_MAGIC):
-        start = "it is empty" if not head else f"it starts with {head!r}"
+    start = checkpoint_file_problem(path)
+    if start is not None:
         raise ValueError(
             f"--ckpt_path {path} is not a checkpoint ({start}; a checkpoint written by Lightning or torch.save is a "
             "zip archive): pass the .ckpt file of a fit, e.g. <run>/checkpoints/last.ckpt, or --ckpt_path last"

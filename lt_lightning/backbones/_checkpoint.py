@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Iterable
 from pathlib import Path
 
-import torch
 from torch import Tensor
+
+from lt_lightning.checkpoint_reader import read_checkpoint
 
 _WRAPPER_KEYS = ("state_dict", "model", "module")
 _PREFIXES = ("module.", "_orig_mod.")
@@ -26,7 +26,8 @@ def read_state_dict(path: str | Path, argument: str) -> dict[str, Tensor]:
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: the file holds no tensors, or pickled objects that ``weights_only=True`` loading refuses.
+        ValueError: the file is not a checkpoint, holds no tensors, or holds pickled objects that ``weights_only=True``
+            loading refuses (:class:`~lt_lightning.checkpoint_reader.UnsafeCheckpointError`).
     """
     file = Path(path).expanduser()
     if not file.is_file():
@@ -36,15 +37,9 @@ def read_state_dict(path: str | Path, argument: str) -> dict[str, Tensor]:
 
         checkpoint: object = load_file(str(file), device="cpu")
     else:
-        try:
-            checkpoint = torch.load(file, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as error:
-            raise ValueError(
-                f"{argument}={str(path)!r} holds Python objects besides tensors (e.g. a Lightning checkpoint whose "
-                "hyper_parameters hold modules), which torch.load(weights_only=True) refuses to execute. If you trust "
-                "the file, extract its weights once: torch.save(torch.load(path, weights_only=False)['state_dict'], "
-                "'weights.pt') and pass that file"
-            ) from error
+        # the one reader: weights_only=True; a file holding pickled objects (e.g. a Lightning checkpoint whose
+        # hyper_parameters hold modules) is refused, naming the types, with how to extract its weights
+        checkpoint = read_checkpoint(file, purpose=f"{argument}={str(path)!r}", require_state_dict=False)
     while isinstance(checkpoint, dict):
         wrapped = next((key for key in _WRAPPER_KEYS if isinstance(checkpoint.get(key), dict)), None)
         if wrapped is None:

@@ -21,13 +21,16 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 from lightning.pytorch.utilities import rank_zero_info
 
 
@@ -58,6 +61,48 @@ def resolve_config_args(args: Sequence[str]) -> tuple[list[str], list[Path]]:
             inline.append(resolve_config(arg.split("=", 1)[1]).resolve())
             out[i] = f"--config={inline[-1]}"
     return out, files + inline
+
+
+def cli_value(value: Any) -> str | None:
+    """``value`` as a command-line value (``null``, ``true`` / ``false``, a number, a string or a path), or ``None``
+    when it is not a plain value (a list, a dict, an object)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float, str)):
+        return str(value)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return None
+
+
+def recorded_data_arguments(datamodule: pl.LightningDataModule, skip: frozenset[str] | set[str]) -> list[str]:
+    """``--data.init_args.NAME=VALUE`` for the arguments ``datamodule`` was built with, to fit an earlier stage on it.
+
+    The arguments are the datamodule's record of them, ``datamodule.hparams``
+    (:class:`~lt_lightning.data.datamodule.LongTailDataModule` calls ``save_hyperparameters``: the values given in
+    Python, or the YAML values under the CLI), in their order; LightningCLI's own entries (``_class_path``,
+    ``_instantiator``), the names in ``skip`` and values that are not plain (lists, dicts: :func:`cli_value`) are left
+    out. A datamodule that records nothing gives ``[]`` (one info line says so).
+    """
+    hparams = getattr(datamodule, "hparams", None)
+    if not isinstance(hparams, Mapping) or not hparams:
+        rank_zero_info(
+            f"{type(datamodule).__name__} records no arguments (save_hyperparameters): none are passed to the earlier "
+            "stage, whose config keeps its own data arguments"
+        )
+        return []
+    arguments = []
+    for name, value in hparams.items():
+        if name.startswith("_") or name in skip:
+            continue
+        text = cli_value(value)
+        if text is not None:
+            arguments.append(f"--data.init_args.{name}={text}")
+    return arguments
 
 
 def check_relative_epochs(value: float | None) -> float | None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import os
 import warnings
 from typing import Any
 
@@ -38,6 +37,7 @@ from torch import nn
 from lt_lightning._lightning_compat import ddp_finds_unused_parameters
 from lt_lightning.callbacks._schedule import EpochSchedule
 from lt_lightning.callbacks.data_fingerprint import check_init_from, data_mismatch_allowed
+from lt_lightning.checkpoint_reader import read_checkpoint
 from lt_lightning.data.base import SamplerFactory
 from lt_lightning.data.staged import StagedSampler
 from lt_lightning.module import LongTailModule
@@ -47,18 +47,10 @@ from lt_lightning.slots import clear_train_sampler, install_train_sampler, requi
 
 
 def read_stage1_state(path: str, owner: str) -> dict[str, torch.Tensor]:
-    """The ``state_dict`` of a Lightning checkpoint file (weights only when possible)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{owner}: init_from checkpoint {path!r} does not exist")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - a checkpoint of a Python-built module pickles its parts in hparams
-        rank_zero_warn(f"{owner}: {path} needs weights_only=False to load (pickled hyper-parameters)")
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict):
-        raise ValueError(f"{owner}: {path} is not a Lightning checkpoint (no 'state_dict')")
-    return state
+    """The ``state_dict`` of a Lightning checkpoint file, read by
+    :func:`~lt_lightning.checkpoint_reader.read_checkpoint` (``weights_only=True``; a missing, foreign, unsafe or
+    ``state_dict``-less file is a clear error)."""
+    return dict(read_checkpoint(path, purpose=f"{owner}: init_from")["state_dict"])
 
 
 def _staged_factory(switch_epoch: int, second: SamplerFactory | None, first: SamplerFactory | None) -> Any:

@@ -21,16 +21,15 @@ teacher, a self-supervised pre-training): they must come from this fit's trainin
 from __future__ import annotations
 
 import os
-import pickle
 from collections.abc import Mapping
 from typing import Any
 
 import lightning.pytorch as pl
-import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from lt_lightning._lightning_compat import loaded_checkpoint
+from lt_lightning.checkpoint_reader import read_checkpoint
 from lt_lightning.checkpointing import data_fingerprint, fingerprint_difference
 
 __all__ = [
@@ -82,23 +81,10 @@ def check_resume(trainer: pl.Trainer | None, checkpoint: Mapping[str, Any]) -> N
             callback.check_checkpoint(checkpoint)
 
 
-def _torch_load(path: str, weights_only: bool) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
-    except RuntimeError:  # not a zip checkpoint (legacy format): no mmap
-        return torch.load(path, map_location="cpu", weights_only=weights_only)
-
-
-def _load_for_fingerprint(path: str) -> Any:
-    """Load ``path`` on the CPU, memory-mapped where possible (the tensors are not read then).
-
-    ``weights_only=True`` first; a checkpoint of a module built in Python pickles its parts in the hyper-parameters
-    and needs ``weights_only=False`` -- the callers load that same file for its weights anyway (trusted files).
-    """
-    try:
-        return _torch_load(path, weights_only=True)
-    except pickle.UnpicklingError:
-        return _torch_load(path, weights_only=False)
+def _load_for_fingerprint(path: str, owner: str) -> Any:
+    """Load ``path`` on the CPU, memory-mapped where possible (the tensors are not read then), by the one reader
+    (:func:`~lt_lightning.checkpoint_reader.read_checkpoint`: ``weights_only=True``, unsafe files refused)."""
+    return read_checkpoint(path, purpose=f"{owner}: init_from", mmap=True, require_state_dict=False)
 
 
 def check_init_from(
@@ -127,6 +113,8 @@ def check_init_from(
     Raises:
         ValueError: the data differ and ``allow_mismatch`` is false (the message names each differing field).
         FileNotFoundError: ``path_or_checkpoint`` is a path that does not exist.
+        lt_lightning.checkpoint_reader.UnsafeCheckpointError: the file holds pickled types ``weights_only=True``
+            loading refuses (a ``ValueError`` naming them).
     """
     if isinstance(path_or_checkpoint, Mapping):
         checkpoint, where = path_or_checkpoint, "the checkpoint"
@@ -134,7 +122,7 @@ def check_init_from(
         path = os.fspath(path_or_checkpoint)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{owner}: init_from checkpoint {path!r} does not exist")
-        checkpoint, where = _load_for_fingerprint(path), path
+        checkpoint, where = _load_for_fingerprint(path, owner), path
     saved = fingerprint_of_checkpoint(checkpoint)
     if saved is None:
         rank_zero_info(f"{owner}: {where} has no data fingerprint (older or not lt_lightning's): data not checked")

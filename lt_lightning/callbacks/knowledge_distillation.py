@@ -21,9 +21,7 @@ arguments, so the teacher trains on the student's training set wherever the data
 
 from __future__ import annotations
 
-import inspect
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +32,14 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
-from lt_lightning.callbacks._prestage import budget_arguments, check_relative_epochs, resolve_config, run_prestage
+from lt_lightning.callbacks._prestage import (
+    budget_arguments,
+    check_relative_epochs,
+    recorded_data_arguments,
+    resolve_config,
+    run_prestage,
+)
+from lt_lightning.checkpoint_reader import load_module
 from lt_lightning.class_path import import_class_path
 from lt_lightning.losses.distillation import TEACHER_KEY
 from lt_lightning.module import LongTailModule
@@ -50,23 +55,17 @@ _NOT_SHARED = frozenset({"batch_size", "eval_batch_size", "views", "view_augment
 def load_teacher(path: str | Path, owner: str = "KnowledgeDistillation") -> LongTailModule:
     """Rebuild the :class:`LongTailModule` of an lt_lightning checkpoint on the CPU, frozen and in eval mode.
 
-    CLI checkpoints load with ``weights_only=True``; a checkpoint of a module built in Python pickles its parts in the
-    hyper-parameters and is loaded with ``weights_only=False`` (trusted files only), with a warning.
+    Read by :func:`~lt_lightning.checkpoint_reader.load_module` (``weights_only=True``): CLI checkpoints load as they
+    are; a checkpoint of a module built in Python pickles its parts in the hyper-parameters and is refused, naming
+    them, unless their classes are allowed with ``torch.serialization.add_safe_globals``.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: the file is not a checkpoint of a :class:`LongTailModule`.
+        ValueError: the file is not a checkpoint of a :class:`LongTailModule`, or holds types that
+            ``weights_only=True`` loading refuses (:class:`~lt_lightning.checkpoint_reader.UnsafeCheckpointError`).
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{owner}: teacher checkpoint {path!r} does not exist")
-    try:
-        teacher = LongTailModule.load_from_checkpoint(path, map_location="cpu")
-    except pickle.UnpicklingError:
-        rank_zero_warn(f"{owner}: {path} needs weights_only=False to load (hyper-parameters hold pickled modules)")
-        teacher = LongTailModule.load_from_checkpoint(path, map_location="cpu", weights_only=False)
-    except (KeyError, TypeError) as error:
-        raise ValueError(f"{owner}: {path} is not a checkpoint of an lt_lightning LongTailModule ({error})") from error
+    teacher = load_module(LongTailModule, path, purpose=f"{owner}: teacher")
     if not isinstance(teacher, LongTailModule):
         raise ValueError(f"{owner}: {path} holds a {type(teacher).__name__}, not a LongTailModule")
     teacher.requires_grad_(False)
@@ -74,48 +73,15 @@ def load_teacher(path: str | Path, owner: str = "KnowledgeDistillation") -> Long
     return teacher
 
 
-def _cli_value(value: Any) -> str | None:
-    """``value`` as a command-line value, or ``None`` when it is not a plain value."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float, str)):
-        return str(value)
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    return None
-
-
 def student_data_arguments(datamodule: pl.LightningDataModule) -> list[str]:
-    """``--data.init_args.NAME=VALUE`` for the student datamodule's plain ``__init__`` arguments.
+    """``--data.init_args.NAME=VALUE`` for the arguments the student datamodule was built with (its ``hparams``).
 
-    The values come from ``datamodule.hparams`` when the datamodule saved its hyper-parameters, else from the
-    attributes it keeps under the argument's name (``root``, ``imbalance_ratio``, ``val_per_class``, ``split_seed``,
-    ``seed``, ... where the class stores them). The arguments that say *which* data are what a teacher must share with
-    its student; recipe and method arguments (``batch_size``, ``eval_batch_size``, ``views``, ``sampler``) and
-    non-plain values stay the teacher config's own. Whatever is not shared is still checked through the class counts.
+    The arguments that say *which* data are what a teacher must share with its student; recipe and method arguments
+    (``batch_size``, ``eval_batch_size``, ``views``, ``view_augment``, ``sampler``) and non-plain values stay the
+    teacher config's own (:func:`~lt_lightning.callbacks._prestage.recorded_data_arguments`). Whatever is not shared
+    is still checked through the class counts.
     """
-    names: list[str] = []
-    for cls in type(datamodule).__mro__:
-        if cls in (pl.LightningDataModule, object) or "__init__" not in vars(cls):
-            continue
-        for name, parameter in inspect.signature(cls.__init__).parameters.items():
-            plain = parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
-            if plain and name != "self" and name not in _NOT_SHARED and name not in names:
-                names.append(name)
-    hparams = dict(getattr(datamodule, "hparams", None) or {})
-    arguments = []
-    for name in names:
-        if name in hparams:
-            value = _cli_value(hparams[name])
-        elif hasattr(datamodule, name):
-            value = _cli_value(getattr(datamodule, name))
-        else:
-            continue
-        if value is not None:
-            arguments.append(f"--data.init_args.{name}={value}")
-    return arguments
+    return recorded_data_arguments(datamodule, _NOT_SHARED)
 
 
 def _config_data_class(config: Path) -> type | None:

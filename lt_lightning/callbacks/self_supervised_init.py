@@ -22,8 +22,6 @@ stay valid, and every DDP process loads the same file (the replicas stay equal).
 
 from __future__ import annotations
 
-import inspect
-import os
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +33,13 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
 from lt_lightning.backbones._checkpoint import describe_mismatch
-from lt_lightning.callbacks._prestage import budget_arguments, check_relative_epochs, resolve_config, run_prestage
+from lt_lightning.callbacks._prestage import (
+    budget_arguments,
+    check_relative_epochs,
+    recorded_data_arguments,
+    resolve_config,
+    run_prestage,
+)
 from lt_lightning.callbacks._stage import read_stage1_state
 from lt_lightning.callbacks.data_fingerprint import check_init_from, data_mismatch_allowed
 
@@ -44,23 +48,15 @@ __all__ = ["SelfSupervisedInit", "backbone_weights", "data_arguments"]
 PREFIX = "backbone."
 #: datamodule arguments the pretext config keeps as its own (two views for SimCLR, its batch size, its sampling)
 OWN_DATA_ARGUMENTS = frozenset({"views", "view_augment", "batch_size", "eval_batch_size", "sampler", "augment"})
-_MISSING = object()
-
-
-def _format(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
 
 
 def data_arguments(datamodule: pl.LightningDataModule | None, config: str | Path) -> list[str]:
     """``--data.init_args.NAME=VALUE`` for the main fit's datamodule arguments, to run ``config`` on its data.
 
-    Only when ``config``'s ``data.class_path`` is the main datamodule's class: every ``__init__`` argument of that
-    class (and of its bases) that the instance keeps as a same-named attribute holding ``None``, a bool, a number or
-    a string (a path), except :data:`OWN_DATA_ARGUMENTS`. Empty otherwise.
+    Only when ``config``'s ``data.class_path`` is the main datamodule's class: every argument the datamodule was
+    built with (its record of them, ``datamodule.hparams``) that is ``None``, a bool, a number or a string (a path),
+    except :data:`OWN_DATA_ARGUMENTS` (:func:`~lt_lightning.callbacks._prestage.recorded_data_arguments`). Empty
+    otherwise.
     """
     if datamodule is None:
         return []
@@ -74,24 +70,7 @@ def data_arguments(datamodule: pl.LightningDataModule | None, config: str | Path
         cls.__name__,
     ):
         return []
-    names: dict[str, None] = {}
-    for base in cls.__mro__:
-        init = base.__dict__.get("__init__")
-        if base is pl.LightningDataModule or init is None or not issubclass(base, pl.LightningDataModule):
-            continue
-        for name, parameter in inspect.signature(init).parameters.items():
-            if name != "self" and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
-                names.setdefault(name)
-    args = []
-    for name in names:
-        value = getattr(datamodule, name, _MISSING)
-        if name in OWN_DATA_ARGUMENTS or value is _MISSING:
-            continue
-        if isinstance(value, os.PathLike):
-            value = os.fspath(value)
-        if value is None or isinstance(value, (bool, int, float, str)):
-            args.append(f"--data.init_args.{name}={_format(value)}")
-    return args
+    return recorded_data_arguments(datamodule, OWN_DATA_ARGUMENTS)
 
 
 def backbone_weights(state: dict[str, Tensor]) -> dict[str, Tensor]:

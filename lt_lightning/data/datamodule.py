@@ -133,6 +133,9 @@ class LongTailDataModule(L.LightningDataModule):
         train_set_on_device: bool = False,
     ) -> None:
         super().__init__()
+        # the arguments as given (those of the subclass's __init__ too; the YAML values under the CLI), read by the
+        # pre-stages fitted on the same data; not logged (the model's hparams are), the sampler factory not recorded
+        self.save_hyperparameters(ignore=["sampler"], logger=False)
         self.views = check_int("views", views, minimum=1)
         self.view_augment = check_view_augment(view_augment)
         if batch_size < 1:

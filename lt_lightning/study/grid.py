@@ -204,14 +204,15 @@ def check_fit_finished(fit_dir: Path) -> None:
     """Raise :class:`RunFailed` unless the fit in ``fit_dir`` trained all its epochs: the epoch of its last
     checkpoint against the ``trainer.max_epochs`` of the ``config.yaml`` the CLI saved there (a fit that stopped early
     without an error exit must never be cached as finished)."""
-    import torch  # local: the grid is imported by the CLI; keep that import cheap
     import yaml
+
+    from lt_lightning.checkpoint_reader import read_checkpoint  # local: the grid is imported by the CLI; keep it cheap
 
     checkpoint, config = find_checkpoint(fit_dir), fit_dir / "config.yaml"
     if checkpoint is None or not config.is_file():
         return  # nothing to compare (the test stage reports a missing checkpoint)
     max_epochs = (yaml.safe_load(config.read_text()).get("trainer") or {}).get("max_epochs")
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
+    saved = read_checkpoint(checkpoint, purpose="study: the finished fit", mmap=True, require_state_dict=False)
     epoch = saved.get("epoch") if isinstance(saved, dict) else None
     if isinstance(max_epochs, int) and max_epochs > 0 and isinstance(epoch, int) and epoch + 1 < max_epochs:
         raise RunFailed(

@@ -23,12 +23,21 @@ from lt_lightning.data.staged import StagedSampler
 from lt_lightning.data.synthetic import SyntheticLTDataModule
 from lt_lightning.heads.lws import LWSHead
 from lt_lightning.module import LongTailModule
+from tests.checkpointing.python_built import trusting
 from tests.helpers import BNBackbone, SaveMidEpoch, StopAfter, assert_equal_states, tiny_lt_data
 
 MAX_EPOCHS = 4  # stage 1: epochs 0, 1; stage 2 (epochs=2): epochs 2, 3
 
 
 _data = tiny_lt_data
+
+
+@pytest.fixture(autouse=True)
+def _trust_python_built_checkpoints():
+    """The checkpoints loaded here come from modules built in Python: their classes are allowed explicitly (the
+    package reads checkpoints with weights_only=True and refuses them otherwise)."""
+    with trusting():
+        yield
 
 
 class Record(L.Callback):

@@ -22,11 +22,21 @@ from lt_lightning.heads.routed_multi_expert import RoutedMultiExpertHead
 from lt_lightning.losses.expert_router import ExpertRouterLoss
 from lt_lightning.losses.ride import RIDELoss
 from lt_lightning.module import LongTailModule
+from tests.checkpointing.python_built import trusting
 from tests.helpers import StopAfter, quiet_trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 COSINE = functools.partial(CosineHead, scale=30.0)
+
+
+@pytest.fixture(autouse=True)
+def _trust_python_built_checkpoints():
+    """The checkpoints loaded here come from modules built in Python: their classes are allowed explicitly (the
+    package reads checkpoints with weights_only=True and refuses them otherwise); a routed head pickles a bound method
+    (``getattr``)."""
+    with trusting(getattr):
+        yield
 
 
 def _data(n_max: int = 16) -> SyntheticLTDataModule:

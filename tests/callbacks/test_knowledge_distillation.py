@@ -18,6 +18,7 @@ from lt_lightning.data.synthetic import SyntheticLTDataModule
 from lt_lightning.losses.distillation import DistillationLoss
 from lt_lightning.module import LongTailModule
 from lt_lightning.output import ModelOutput
+from tests.checkpointing.python_built import trusting
 from tests.helpers import BNBackbone, SaveMidEpoch, StopAfter, assert_equal_states, quiet_trainer, tiny_lt_data
 
 pytestmark = [
@@ -27,6 +28,14 @@ pytestmark = [
 
 
 _data = tiny_lt_data
+
+
+@pytest.fixture(autouse=True)
+def _trust_python_built_checkpoints():
+    """The checkpoints loaded here come from modules built in Python: their classes are allowed explicitly (the
+    package reads checkpoints with weights_only=True and refuses them otherwise)."""
+    with trusting(RecordingLoss):
+        yield
 
 
 class RecordingLoss(DistillationLoss):

@@ -23,12 +23,21 @@ from lt_lightning.data.synthetic import SyntheticLTDataModule
 from lt_lightning.heads.lws import LWSHead
 from lt_lightning.losses.label_aware_smoothing import LabelAwareSmoothingLoss
 from lt_lightning.module import LongTailModule
+from tests.checkpointing.python_built import trusting
 from tests.helpers import BNBackbone, StopAfter, assert_equal_states, quiet_trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 MAX_EPOCHS = 4  # stage 1 (mixup): epochs 0, 1; stage 2 (epochs=2): epochs 2, 3
 BN_STATS = ("backbone.bn.running_mean", "backbone.bn.running_var", "backbone.bn.num_batches_tracked")
+
+
+@pytest.fixture(autouse=True)
+def _trust_python_built_checkpoints():
+    """The checkpoints loaded here come from modules built in Python: their classes are allowed explicitly (the
+    package reads checkpoints with weights_only=True and refuses them otherwise)."""
+    with trusting():
+        yield
 
 
 class Record(L.Callback):

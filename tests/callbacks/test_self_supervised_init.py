@@ -23,12 +23,21 @@ from lt_lightning.data.digits import DigitsLTDataModule
 from lt_lightning.data.synthetic import SyntheticLTDataModule
 from lt_lightning.module import LongTailModule
 from lt_lightning.pretext import SelfSupervisedPretraining
+from tests.checkpointing.python_built import trusting
 from tests.helpers import StopAfter, TinyBackbone, assert_equal_states, quiet_trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 DATA = {"num_classes": 3, "n_max": 16, "imbalance_ratio": 4.0, "image_size": 8, "val_per_class": 2}
 DATA |= {"test_per_class": 2, "batch_size": 8}
+
+
+@pytest.fixture(autouse=True)
+def _trust_python_built_checkpoints():
+    """The checkpoints loaded here come from modules built in Python: their classes are allowed explicitly (the
+    package reads checkpoints with weights_only=True and refuses them otherwise)."""
+    with trusting(_sgd):
+        yield
 
 
 def _data(**kwargs) -> SyntheticLTDataModule:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 
@@ -22,11 +24,20 @@ from lt_lightning.data.digits import DigitsLTDataModule
 from lt_lightning.data.split_file_datamodule import SplitFileDataModule
 from lt_lightning.data.synthetic import SyntheticLTDataModule
 from lt_lightning.module import LongTailModule
+from tests.checkpointing.python_built import trusting
 from tests.cifar_files import write_tiny_cifar100
 from tests.helpers import TinyBackbone, tiny_lt_data
 
 REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO / "configs" / "quickstart.yaml"
+
+
+@pytest.fixture(autouse=True)
+def _trust_python_built_checkpoints():
+    """The checkpoints loaded here come from modules built in Python: their classes are allowed explicitly (the
+    package reads checkpoints with weights_only=True and refuses them otherwise)."""
+    with trusting():
+        yield
 
 
 class BlobsLT(SyntheticLTDataModule):
@@ -266,3 +277,60 @@ def test_cli_resume_on_another_imbalance_ratio_refuses_unless_allowed(tmp_path, 
             [*args, "--data.init_args.imbalance_ratio", "5", "--data_fingerprint.allow_data_mismatch", "true"]
         )
     assert resumed.trainer.current_epoch == 2
+
+
+# ------------------------------------------------------------------ datamodules record their arguments
+def _every_datamodule(tmp_path: Path) -> list[tuple[object, dict]]:
+    """One instance of every shipped datamodule class with the arguments it was given (some left to defaults the
+    datamodule resolves: CIFAR's ``val_per_class=None``, Digits' ``n_max=None``, the folder's ``resize_size``)."""
+    from PIL import Image
+
+    from lt_lightning.data.cifar import CIFAR10LTDataModule
+    from lt_lightning.data.folder import ImageFolderLTDataModule
+    from tests.cifar_files import write_tiny_cifar10
+
+    write_tiny_cifar100(tmp_path / "c100")
+    write_tiny_cifar10(tmp_path / "c10", train_per_class=20)
+    folder = tmp_path / "folder"
+    for c in range(3):
+        for i in range(6):
+            (folder / "train" / f"class_{c}").mkdir(parents=True, exist_ok=True)
+            image = np.random.default_rng(10 * c + i).integers(0, 256, (12, 10, 3), dtype=np.uint8)
+            Image.fromarray(image).save(folder / "train" / f"class_{c}" / f"{i}.png")
+    split = tmp_path / "split"
+    split.mkdir()
+    (split / "train.txt").write_text("".join(f"img/{c}_{i}.jpg {c}\n" for c in range(3) for i in range(4 - c)))
+    (split / "test.txt").write_text("img/t0.jpg 0\nimg/t1.jpg 1\nimg/t2.jpg 2\n")
+    cases: list[tuple[type, dict]] = [
+        (DigitsLTDataModule, {"imbalance_ratio": 5, "split_seed": 2, "batch_size": 16}),
+        (SyntheticLTDataModule, _tiny_args(data_seed=4)),
+        (CIFAR100LTDataModule, {"root": str(tmp_path / "c100"), "imbalance_ratio": 10}),
+        (CIFAR10LTDataModule, {"root": tmp_path / "c10", "imbalance_ratio": 5, "val_per_class": 1}),
+        (ImageFolderLTDataModule, {"root": str(folder), "val_per_class": 1, "test_per_class": 1, "image_size": 8}),
+        (
+            SplitFileDataModule,
+            {"root": str(split), "train_file": str(split / "train.txt"), "test_file": str(split / "test.txt")}
+            | {"val_per_class": 1, "num_classes": 3, "split_seed": 3},
+        ),
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tiny CIFAR: classes with fewer validation images than asked
+        return [(cls(**given), given) for cls, given in cases]
+
+
+def test_datamodules_record_their_arguments_and_their_fingerprint_is_unchanged(tmp_path: Path) -> None:
+    """``save_hyperparameters`` records the arguments as given (the sampler factory excepted); the fingerprint still
+    records the resolved split values from the attributes, so a checkpoint written before the datamodules recorded
+    their arguments (``hparams`` empty: deleted here) matches the same datamodule now."""
+    for dm, given in _every_datamodule(tmp_path):
+        name = type(dm).__name__
+        assert {key: dm.hparams[key] for key in given} == given, name
+        assert "sampler" not in dm.hparams and dm.hparams["seed"] == given.get("seed", 0), name
+        assert not dm._log_hyperparams, name  # not merged into the model's logged hyper-parameters
+        now = data_fingerprint(dm)
+        del dm._hparams  # the datamodule as it was before it recorded its arguments
+        assert not dm.hparams
+        assert data_fingerprint(dm) == now, name
+        assert fingerprint_difference(now, data_fingerprint(dm)) is None
+    cifar100 = next(dm for dm, _ in _every_datamodule(tmp_path / "again") if isinstance(dm, CIFAR100LTDataModule))
+    assert cifar100.hparams["val_per_class"] is None and data_fingerprint(cifar100)["val_per_class"] == 20
