@@ -56,7 +56,7 @@ from lt_lightning.heads.linear import LinearHead
 from lt_lightning.heads.lws import LWSHead
 from lt_lightning.losses._checks import NonFiniteLossWatch
 from lt_lightning.losses.cross_entropy import CrossEntropyLoss
-from lt_lightning.metrics import LongTailAccuracy
+from lt_lightning.metrics import CalibrationMetric, LongTailAccuracy
 from lt_lightning.output import ModelOutput, as_output
 from lt_lightning.prior import ClassPriorAware, broadcast_class_counts, validate_class_counts
 from lt_lightning.schedule import run_epochs
@@ -241,6 +241,8 @@ class LongTailModule(LightningModule, SlotHolder):
         self.train_loss_mean.persistent(True)
         self.val_metric = LongTailAccuracy(num_classes, counts, many_threshold, few_threshold)
         self.test_metric = LongTailAccuracy(num_classes, counts, many_threshold, few_threshold)
+        # ECE / NLL overall and per shot group, reliability curve, confusion matrix (sums only: nothing checkpointed)
+        self.test_calibration = CalibrationMetric(num_classes, counts, many_threshold, few_threshold)
         # per-expert accuracy of a multi-expert head (RIDE, SADE, ...), logged beside the ensemble's
         num_experts = int(getattr(self.classifier, "num_experts", 1))
         experts = num_experts if num_experts > 1 else 0
@@ -507,6 +509,7 @@ class LongTailModule(LightningModule, SlotHolder):
         x, y = batch
         output = self.test_output(x)
         self.test_metric.update(output.logits, y)
+        self.test_calibration.update(output.logits, y)
         self._update_experts(self.test_expert_metrics, output, y)
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
@@ -550,8 +553,9 @@ class LongTailModule(LightningModule, SlotHolder):
         self._log_experts("val", self.val_expert_metrics)
 
     def on_test_epoch_end(self) -> None:
-        self.last_test_results = self.test_metric.compute()
+        self.last_test_results = {**self.test_metric.compute(), **self.test_calibration.compute()}
         self.test_metric.reset()
+        self.test_calibration.reset()
         self._log_results("test", self.last_test_results)
         self._log_experts("test", self.test_expert_metrics)
 

@@ -29,6 +29,7 @@ from rich import get_console
 from rich.table import Table
 from torch import Tensor
 
+from lt_lightning.metrics.calibration import CALIBRATION_SCALAR_KEYS
 from lt_lightning.metrics.long_tail_accuracy import (
     DEFAULT_FEW_THRESHOLD,
     DEFAULT_MANY_THRESHOLD,
@@ -36,13 +37,38 @@ from lt_lightning.metrics.long_tail_accuracy import (
     shot_group_masks,
 )
 
-__all__ = ["GROUPS", "REQUIRED_KEYS", "TestReport", "build_report", "plot_per_class_accuracy", "report_table"]
+__all__ = [
+    "CALIBRATION_KEYS",
+    "GROUPS",
+    "REQUIRED_KEYS",
+    "TestReport",
+    "build_report",
+    "plot_confusion_matrix",
+    "plot_per_class_accuracy",
+    "plot_reliability",
+    "report_table",
+]
 
 GROUPS: tuple[str, ...] = ("many", "medium", "few")
 """Shot groups, head to tail."""
 
 REQUIRED_KEYS: tuple[str, ...] = (*SCALAR_KEYS, "per_class", "correct", "total")
 """Keys the report reads from ``pl_module.last_test_results``."""
+
+CALIBRATION_KEYS: tuple[str, ...] = (
+    *CALIBRATION_SCALAR_KEYS,
+    "reliability_acc",
+    "reliability_conf",
+    "reliability_count",
+    "confusion_matrix",
+)
+"""Keys of :meth:`lt_lightning.metrics.CalibrationMetric.compute` the report reads when all are present (optional:
+without them the report has no ``calibration`` / ``confusion_matrix`` and no reliability / confusion PNGs)."""
+
+RELIABILITY_FILE = "reliability.png"
+CONFUSION_FILE = "confusion_matrix.png"
+CONFUSION_TEXT_MAX_CLASSES = 20
+"""Above this many classes the confusion-matrix PNG has no per-cell numbers (readable for 100 classes)."""
 
 _GROUP_COLORS = {"many": "tab:blue", "medium": "tab:orange", "few": "tab:green", None: "tab:gray"}
 
@@ -142,6 +168,43 @@ def build_report(
             "acc": [_finite_or_none(float(a)) for a in per_class],
         },
         "order_by_train_count": [int(c) for c in order],
+        **_calibration_report(results, num_classes),
+    }
+
+
+def _calibration_report(results: Mapping[str, Tensor], num_classes: int) -> dict[str, Any]:
+    """``calibration`` (ECE, NLL, per group, reliability curve) and ``confusion_matrix`` (``[C][C]`` counts, row =
+    true class, column = prediction, class-index order) when ``results`` has all :data:`CALIBRATION_KEYS`."""
+    if not all(k in results for k in CALIBRATION_KEYS):
+        return {}
+    confusion = results["confusion_matrix"].detach().cpu().long()
+    if confusion.shape != (num_classes, num_classes):
+        raise ValueError(f"results['confusion_matrix'] must be [{num_classes}, {num_classes}], got {confusion.shape}")
+    count = results["reliability_count"].detach().cpu().long()
+    num_bins = int(count.numel())
+
+    def floats(key: str) -> list[float | None]:
+        return [_finite_or_none(float(v)) for v in results[key].detach().cpu().double().flatten()]
+
+    return {
+        "calibration": {
+            "ece": _finite_or_none(float(results["ece"])),
+            "nll": _finite_or_none(float(results["nll"])),
+            "groups": {
+                g: {
+                    "ece": _finite_or_none(float(results[f"ece_{g}"])),
+                    "nll": _finite_or_none(float(results[f"nll_{g}"])),
+                }
+                for g in GROUPS
+            },
+            "reliability": {
+                "bin_edges": [b / num_bins for b in range(num_bins + 1)],
+                "accuracy": floats("reliability_acc"),
+                "confidence": floats("reliability_conf"),
+                "count": count.tolist(),
+            },
+        },
+        "confusion_matrix": confusion.tolist(),
     }
 
 
@@ -261,6 +324,108 @@ def plot_per_class_accuracy(report: Mapping[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
+def _png(fig: Any) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    return buffer.getvalue()
+
+
+def plot_reliability(report: Mapping[str, Any]) -> bytes:
+    """PNG of the reliability diagram (Guo et al., ICML 2017, Fig. 1): per-bin accuracy against confidence.
+
+    Top: bars of each bin's accuracy (empty bins left out), red outline up to the bin's mean confidence (the gap),
+    the diagonal of perfect calibration; title ECE and NLL. Bottom: the number of test images per bin (log axis).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    cal = report["calibration"]
+    rel = cal["reliability"]
+    edges = np.asarray(rel["bin_edges"], dtype=np.float64)
+    centers = (edges[:-1] + edges[1:]) / 2
+    width = edges[1] - edges[0]
+    acc = np.array([np.nan if a is None else a for a in rel["accuracy"]], dtype=np.float64)
+    conf = np.array([np.nan if c is None else c for c in rel["confidence"]], dtype=np.float64)
+    count = np.asarray(rel["count"], dtype=np.float64)
+    fig = Figure(figsize=(5.5, 6.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax, ax_count = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
+    filled = count > 0
+    ax.bar(
+        centers[filled], acc[filled], width=width, color="tab:blue", edgecolor="black", linewidth=0.5, label="accuracy"
+    )
+    ax.bar(
+        centers[filled],
+        (conf - acc)[filled],
+        bottom=acc[filled],
+        width=width,
+        color="tab:red",
+        alpha=0.3,
+        edgecolor="tab:red",
+        linewidth=0.5,
+        label="gap to confidence",
+    )
+    ax.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.legend(loc="upper left", fontsize=8)
+    ece, nll = cal["ece"], cal["nll"]
+    ax.set_title(
+        f"Reliability: ECE {_format_percent(ece)}%, NLL {'–' if nll is None else f'{nll:.3f}'} ({len(centers)} bins)"
+    )
+    ax_count.bar(centers, np.where(filled, count, np.nan), width=width, color="gray", edgecolor="black", linewidth=0.5)
+    if filled.any():
+        ax_count.set_yscale("log")
+    ax_count.set_xlabel("confidence (max softmax probability)")
+    ax_count.set_ylabel("test images")
+    return _png(fig)
+
+
+def plot_confusion_matrix(report: Mapping[str, Any]) -> bytes:
+    """PNG of the row-normalised confusion matrix, rows and columns in :func:`build_report`'s
+    ``order_by_train_count`` (head first): cell ``(i, j)`` is the fraction of the test images of the ``i``-th class
+    predicted as the ``j``-th. Shot-group boundaries dashed; per-cell numbers only up to
+    :data:`CONFUSION_TEXT_MAX_CLASSES` classes, class names as ticks up to 30.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    order = np.asarray(report["order_by_train_count"], dtype=np.int64)
+    matrix = np.asarray(report["confusion_matrix"], dtype=np.float64)[np.ix_(order, order)]
+    rows = matrix.sum(axis=1, keepdims=True)
+    normed = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
+    num_classes = int(order.shape[0])
+    side = min(14.0, max(5.0, 3.0 + 0.1 * num_classes))
+    fig = Figure(figsize=(side + 1.2, side), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    image = ax.imshow(normed, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
+    fig.colorbar(image, ax=ax, shrink=0.8, label="fraction of the true class's test images")
+    if num_classes <= CONFUSION_TEXT_MAX_CLASSES:
+        for i in range(num_classes):
+            for j in range(num_classes):
+                if matrix[i, j] > 0:
+                    value = normed[i, j]
+                    color = "white" if value > 0.5 else "black"
+                    ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7, color=color)
+    if num_classes <= 30:
+        names = [report["classes"]["name"][c] for c in order]
+        ax.set_xticks(np.arange(num_classes), names, rotation=90, fontsize=7)
+        ax.set_yticks(np.arange(num_classes), names, fontsize=7)
+    start = 0
+    for name in GROUPS:
+        size = report["groups"].get(name, {}).get("num_classes", 0)
+        if 0 < start and size > 0:
+            ax.axhline(start - 0.5, color="gray", linestyle="--", linewidth=0.8)
+            ax.axvline(start - 0.5, color="gray", linestyle="--", linewidth=0.8)
+        start += size
+    ax.set_xlabel("predicted class (by training images, head first)")
+    ax.set_ylabel("true class (by training images, head first)")
+    ax.set_title("Confusion matrix (row-normalised)")
+    return _png(fig)
+
+
 class TestReport(Callback):
     """Print a many/medium/few-shot table after testing and save a per-class accuracy plot and JSON.
 
@@ -270,16 +435,19 @@ class TestReport(Callback):
 
     * prints a rich table to the console (rows overall top-1, class-balanced, many-, medium-, few-shot; columns
       accuracy in %, classes, test images);
-    * writes ``<filename>.png`` (per-class accuracy against the training-count rank, group boundaries marked) and
-      ``<filename>.json`` (:func:`build_report`: scalars, groups, per-class accuracy and counts, ``ckpt_path``)
-      into ``trainer.log_dir`` (``trainer.default_root_dir`` when that is ``None``), and logs both paths.
+    * writes ``<filename>.png`` (per-class accuracy against the training-count rank, group boundaries marked),
+      ``reliability.png`` (:func:`plot_reliability`), ``confusion_matrix.png`` (:func:`plot_confusion_matrix`; both
+      when the results carry the calibration keys of :class:`~lt_lightning.metrics.CalibrationMetric`) and
+      ``<filename>.json`` (:func:`build_report`: scalars, groups, per-class accuracy and counts, ``calibration``,
+      ``confusion_matrix``, ``ckpt_path``) into ``trainer.log_dir`` (``trainer.default_root_dir`` when that is
+      ``None``), and logs the paths.
 
     A module without ``last_test_results`` (a user's own LightningModule) gets one warning and no report.
     ``trainer.log_dir`` is a collective under DDP, so every rank reads it before rank zero writes.
 
     Args:
         enabled: produce the report at all.
-        plot: write the PNG (the table and the JSON are written regardless).
+        plot: write the PNGs (the table and the JSON are written regardless).
         filename: stem of the output files (a plain file name, no directory).
     """
 
@@ -294,7 +462,8 @@ class TestReport(Callback):
         self.filename = filename
         self._warned = False
         self.last_paths: dict[str, str] = {}
-        """Paths written by the last report (``"json"``, and ``"png"`` when plotted); empty on other ranks."""
+        """Paths written by the last report (``"json"``, and ``"png"``, ``"reliability_png"``,
+        ``"confusion_png"`` when plotted); empty on other ranks."""
 
     def _warn_once(self, message: str) -> None:
         if not self._warned:
@@ -347,12 +516,22 @@ class TestReport(Callback):
             return f"{directory.rstrip('/')}/{name}" if "://" in directory else os.path.join(directory, name)
 
         paths = {"json": join(f"{self.filename}.json")}
+        pngs: dict[str, Any] = {}
         if self.plot:
-            paths["png"] = join(f"{self.filename}.png")
-        report["files"] = {"json": paths["json"], "png": paths.get("png")}
-        if self.plot:
-            png = plot_per_class_accuracy(report)
-            with fs.open(paths["png"], "wb") as f:
+            pngs["png"] = (f"{self.filename}.png", plot_per_class_accuracy)
+            if "calibration" in report:
+                pngs["reliability_png"] = (RELIABILITY_FILE, plot_reliability)
+                pngs["confusion_png"] = (CONFUSION_FILE, plot_confusion_matrix)
+        paths.update({key: join(name) for key, (name, _) in pngs.items()})
+        report["files"] = {
+            "json": paths["json"],
+            "png": paths.get("png"),
+            "reliability_png": paths.get("reliability_png"),
+            "confusion_png": paths.get("confusion_png"),
+        }
+        for key, (_, plot) in pngs.items():
+            png = plot(report)
+            with fs.open(paths[key], "wb") as f:
                 f.write(png)
         with fs.open(paths["json"], "w") as f:
             json.dump(report, f, indent=2, allow_nan=False)

@@ -20,9 +20,15 @@ from torch import Tensor, nn
 
 from lt_lightning.backbones.base import Backbone
 from lt_lightning.callbacks import TestReport
-from lt_lightning.callbacks.test_report import build_report, plot_per_class_accuracy, report_table
+from lt_lightning.callbacks.test_report import (
+    build_report,
+    plot_confusion_matrix,
+    plot_per_class_accuracy,
+    plot_reliability,
+    report_table,
+)
 from lt_lightning.data.base import LongTailDataModule, TensorImageDataset
-from lt_lightning.metrics import SCALAR_KEYS, LongTailAccuracy
+from lt_lightning.metrics import SCALAR_KEYS, CalibrationMetric, LongTailAccuracy
 from lt_lightning.module import LongTailModule
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -42,6 +48,21 @@ EXPECTED = {
     "acc_medium": 3 / 6,  # class 2 has no test image: left out of the mean
     "acc_few": 1 / 5,
 }
+# the logits are one-hot at the predicted class: every confidence is e / (e + 3), in bin 7 of 15
+CONF = math.e / (math.e + 3)
+# NLL: -log(CONF) for a right prediction, -log(1 / (e + 3)) for a wrong one = log(e + 3) - [right]
+EXPECTED_CALIBRATION = {
+    "ece": abs(9 / 18 - CONF),
+    "ece_many": abs(5 / 7 - CONF),
+    "ece_medium": abs(3 / 6 - CONF),
+    "ece_few": abs(1 / 5 - CONF),
+    "nll": math.log(math.e + 3) - 9 / 18,
+    "nll_many": math.log(math.e + 3) - 5 / 7,
+    "nll_medium": math.log(math.e + 3) - 3 / 6,
+    "nll_few": math.log(math.e + 3) - 1 / 5,
+}
+# rows: true class, columns: prediction (TEST_PREDICTIONS)
+CONFUSION = [[5, 1, 0, 1], [2, 3, 0, 1], [0, 0, 0, 0], [1, 2, 1, 1]]
 BRIGHTNESS = (32, 96, 160, 224)  # uint8 value of an image predicted as class k
 
 
@@ -132,8 +153,16 @@ def test_report_after_trainer_test(tmp_path: Path, capsys: pytest.CaptureFixture
     log_dir = Path(trainer.log_dir)
     assert log_dir == tmp_path / "lightning_logs" / "version_0"
     json_path, png_path = log_dir / "per_class_accuracy.json", log_dir / "per_class_accuracy.png"
-    assert callback.last_paths == {"json": str(json_path), "png": str(png_path)}
-    assert png_path.read_bytes().startswith(PNG_MAGIC) and png_path.stat().st_size > 5000
+    reliability_path, confusion_path = log_dir / "reliability.png", log_dir / "confusion_matrix.png"
+    files = {
+        "json": str(json_path),
+        "png": str(png_path),
+        "reliability_png": str(reliability_path),
+        "confusion_png": str(confusion_path),
+    }
+    assert callback.last_paths == files
+    for path in (png_path, reliability_path, confusion_path):
+        assert path.read_bytes().startswith(PNG_MAGIC) and path.stat().st_size > 5000
     report = json.loads(json_path.read_text())
 
     # the JSON numbers are the metric's numbers
@@ -171,8 +200,22 @@ def test_report_after_trainer_test(tmp_path: Path, capsys: pytest.CaptureFixture
     assert (medium["num_classes"], medium["num_classes_tested"], medium["test_images"]) == (2, 1, 6)
     assert medium["acc"] == pytest.approx(correct[1] / total[1])
     assert report["groups"]["few"]["test_correct"] == int(correct[3])
-    assert report["files"] == {"json": str(json_path), "png": str(png_path)}
+    assert report["files"] == files
     assert report["ckpt_path"] is None
+
+    # calibration: logged, stored, in the JSON, equal to the hand-computed numbers
+    calibration = report["calibration"]
+    for key, want in EXPECTED_CALIBRATION.items():
+        assert float(logged[f"test/{key}"]) == pytest.approx(want, abs=1e-6), key
+        assert float(results[key]) == float(logged[f"test/{key}"]), key
+        group = key.partition("_")[2]
+        value = calibration[key] if not group else calibration["groups"][group][key.partition("_")[0]]
+        assert value == float(results[key]), key
+    reliability = calibration["reliability"]
+    assert reliability["count"] == [0] * 7 + [18] + [0] * 7
+    assert reliability["accuracy"][7] == pytest.approx(0.5) and reliability["confidence"][7] == pytest.approx(CONF)
+    assert reliability["accuracy"][0] is None and len(reliability["bin_edges"]) == 16
+    assert report["confusion_matrix"] == CONFUSION
 
     # the table went to the console
     out = capsys.readouterr().out
@@ -197,7 +240,14 @@ def test_without_logger_writes_to_default_root_dir_and_plot_off(tmp_path: Path) 
     assert (tmp_path / "report.json").is_file()
     assert not list(tmp_path.rglob("*.png"))
     report = json.loads((tmp_path / "report.json").read_text())
-    assert report["files"] == {"json": str(tmp_path / "report.json"), "png": None}
+    assert report["files"] == {
+        "json": str(tmp_path / "report.json"),
+        "png": None,
+        "reliability_png": None,
+        "confusion_png": None,
+    }
+    assert report["calibration"]["ece"] == pytest.approx(EXPECTED_CALIBRATION["ece"], abs=1e-6)
+    assert report["confusion_matrix"] == CONFUSION
     assert report["scalars"]["acc"] == pytest.approx(float(model.last_test_results["acc"]))
 
 
@@ -329,3 +379,40 @@ def test_report_table_text() -> None:
 def test_build_report_bad_input(results: dict[str, Tensor] | None, counts: list[int], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         build_report(hand_results() if results is None else results, counts)
+
+
+# ---------------------------------------------------------------------------------------------- calibration plots
+def test_build_report_without_calibration_keys_has_no_calibration() -> None:
+    report = build_report(hand_results(), [500, 50, 5])
+    assert "calibration" not in report and "confusion_matrix" not in report
+
+
+def test_confusion_matrix_plot_100_classes_head_first_without_cell_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    from matplotlib.axes import Axes
+
+    gen = torch.Generator().manual_seed(0)
+    counts = torch.randint(1, 500, (100,), generator=gen)
+    accuracy, calibration = LongTailAccuracy(100, counts), CalibrationMetric(100, counts)
+    logits, target = torch.randn(1000, 100, generator=gen), torch.randint(0, 100, (1000,), generator=gen)
+    accuracy.update(logits, target)
+    calibration.update(logits, target)
+    report = build_report({**accuracy.compute(), **calibration.compute()}, counts)
+    assert report["order_by_train_count"][0] == int(counts.argmax())
+    assert np.asarray(report["confusion_matrix"]).sum() == 1000
+    texts: list[str] = []
+    monkeypatch.setattr(Axes, "text", lambda self, x, y, s, **kw: texts.append(s))
+    assert plot_confusion_matrix(report).startswith(PNG_MAGIC)
+    assert texts == []  # 100 classes: no per-cell numbers
+    assert plot_reliability(report).startswith(PNG_MAGIC)
+    small = build_report({**hand_results(), **hand_calibration()}, [500, 50, 5])
+    plot_confusion_matrix(small)
+    assert texts == ["0.50", "0.50", "0.50", "0.50"]  # the four non-empty cells of 2 tested classes
+
+
+def hand_calibration() -> dict[str, Tensor]:
+    metric = CalibrationMetric(3, [500, 50, 5])
+    # the predictions of hand_results() as logits
+    metric.update(
+        10 * nn.functional.one_hot(torch.tensor([0, 2, 2, 2, 0, 0]), 3).float(), torch.tensor([0, 0, 2, 2, 2, 2])
+    )
+    return metric.compute()
