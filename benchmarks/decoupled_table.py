@@ -1,7 +1,7 @@
 """The shape of the survey's Table 7: cost-sensitive losses (rows) under joint training and three decoupled second
 stages (columns: joint, NCM, cRT, LWS), on one dataset at one budget.
 
-For each loss ``configs/experiments/<dataset>/<loss>.yaml`` (plus the optional ``--budget``):
+For each loss ``-c configs/data/<dataset>.yaml -c <loss's method config>`` (plus the optional ``--budget``):
 
 * **joint**: ``fit`` then ``test`` on the last checkpoint (the run is shared with ``benchmarks/results_table.py``:
   same ``<runs>/<dataset>/<loss>/`` folder and cache);
@@ -26,7 +26,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_table import REPO, lt_cli, read_report, run_method, write_section  # noqa: E402
+from results_table import lt_cli, read_report, run_method, write_section  # noqa: E402
+
+from lt_lightning.experiments import experiment_args  # noqa: E402
 
 STAGES = ("joint", "ncm", "crt", "lws")
 TITLES = {"joint": "joint", "ncm": "NCM", "crt": "cRT", "lws": "LWS"}
@@ -35,8 +37,7 @@ NCM = "lt_lightning.callbacks.nearest_class_mean.NearestClassMean"
 
 
 def _configs(args: argparse.Namespace, loss: str) -> list[str]:
-    config = REPO / "configs" / "experiments" / args.dataset / f"{loss}.yaml"
-    return ["-c", str(config)] + (["-c", str(args.budget)] if args.budget else [])
+    return experiment_args(args.dataset, loss) + (["-c", str(args.budget)] if args.budget else [])
 
 
 def run_stage(args: argparse.Namespace, loss: str, stage: str) -> dict:
@@ -105,7 +106,7 @@ def table(args: argparse.Namespace, command: str, cells: dict[tuple[str, str], d
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", required=True, help="folder under configs/experiments, e.g. digits_lt")
+    parser.add_argument("--dataset", required=True, help="a dataset with a recipe in configs/data, e.g. digits_lt")
     parser.add_argument(
         "--losses", nargs="+", default=["ce", "focal", "equalization", "balanced_softmax"], help="config names"
     )

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG = REPO / "configs" / "experiments" / "cifar10_lt" / "ce.yaml"
+DEFAULT_CONFIG = REPO / "configs" / "data" / "cifar10_lt.yaml"  # the CIFAR-10-LT recipe alone: CE
 SIDES = ("fit", "bare")
 
 
@@ -121,7 +121,8 @@ def child_fit(args: argparse.Namespace) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------- child: bare
 def child_bare(args: argparse.Namespace) -> dict[str, Any]:
     import torch
-    import yaml
+
+    from lt_lightning.run_identity import resolve
 
     sys.path.insert(0, str(REPO / "benchmarks"))
     from overhead import train_bare  # the project's one bare loop
@@ -129,7 +130,7 @@ def child_bare(args: argparse.Namespace) -> dict[str, Any]:
     from lt_lightning.class_path import import_class_path
 
     torch.set_num_threads(args.threads)
-    config = yaml.safe_load(Path(args.config).read_text())
+    config = resolve(["-c", str(args.config)])
     data_cfg = config["data"]
     init = {**data_cfg.get("init_args", {}), "root": str(args.root)}
     datamodule = import_class_path(data_cfg["class_path"])(**init)

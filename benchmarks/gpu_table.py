@@ -1,8 +1,9 @@
 """The whole results table at once on one GPU: several ordinary fits side by side, then the table from the cache.
 
 A CIFAR ResNet-32 leaves a large GPU mostly idle, so this launches ``--parallel`` method runs concurrently, each the
-ordinary ``lt-lightning fit`` then ``test`` of ``benchmarks/results_table.py`` (its :func:`run_method`, in a thread
-per run: results land in the same cache, ``<runs>/<dataset>/<method>/{fit,test,result.json}``, a finished run is
+ordinary ``lt-lightning fit`` then ``test`` of ``benchmarks/results_table.py`` (``-c configs/data/<dataset>.yaml -c
+<method config>``, :func:`lt_lightning.experiments.experiment_configs`; its :func:`run_method`, in a thread per run:
+results land in the same cache, ``<runs>/<dataset>/<method>/{fit,test,result.json}``, a finished run is
 skipped and a killed fit resumes from its ``last.ckpt``; per-run logs ``fit.log`` / ``test.log`` beside them). Every
 run gets the settings of ``<runs>/<dataset>/gpu_table.yaml``, written here and passed as the budget config of both
 stages: the ``--budget`` file's content, ``trainer.accelerator`` / ``devices: 1``, the fast path
@@ -33,16 +34,24 @@ import results_table  # benchmarks/ is sys.path[0] when this runs as a script
 import yaml
 from results_table import REPO, row_dir, run_method
 
-#: the first rows of the 200-epoch CIFAR-10-LT table (issue 17), in its order; the other configs follow, sorted.
+from lt_lightning import experiments
+from lt_lightning.run_identity import RESOLVE_LOCK
+
+#: taken by this script's prints: ``run_identity.resolve`` (results_table's runs resolve their configs in this script's
+#: threads) swaps the process's stdout under the same lock, so a progress line never lands in a resolved YAML
+OUTPUT = RESOLVE_LOCK
+
+#: the first rows of the 200-epoch CIFAR-10-LT table (issue 17), in its order; the other methods follow, sorted.
 #: ``METHOD@ce`` rows are measured on the CE fit (test-time rules, cRT's stage as a second fit: results_table.py)
 TABLE_ORDER = ("ce", "ldam_drw", "balanced_softmax", "posthoc_logit_adjust@ce", "tau_norm@ce", "ncm@ce", "crt@ce")
 TABLE_ORDER += ("ride", "sade", "mislas", "bbn")
 
 
 def default_methods(dataset: str) -> list[str]:
-    """The table's rows first, then every other config of the dataset except the authors' ``*_paper`` recipes (they
-    run their own epoch counts; name them in ``--methods`` to include them)."""
-    names = sorted(p.stem for p in (REPO / "configs" / "experiments" / dataset).glob("*.yaml"))
+    """The table's rows first, then every other method shipped for the dataset (:func:`lt_lightning.experiments.
+    methods`) except the authors' ``*_paper`` recipes (they run their own epoch counts; name them in ``--methods`` to
+    include them)."""
+    names = experiments.methods(dataset)
     first = [m for m in TABLE_ORDER if m.split("@")[0] in names]
     taken = {m.split("@")[0] for m in first}
     return first + [m for m in names if m not in taken and not m.endswith("_paper")]
@@ -105,9 +114,9 @@ def timed_run(args: argparse.Namespace, method: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="cifar10_lt", help="folder under configs/experiments")
-    parser.add_argument("--methods", nargs="+", default=None, help="config names (default: the table, then the rest)")
-    parser.add_argument("--budget", default=None, help="a budget config (default: the configs' own 200 epochs)")
+    parser.add_argument("--dataset", default="cifar10_lt", help="a dataset with a recipe in configs/data")
+    parser.add_argument("--methods", nargs="+", default=None, help="method names (default: the table, then the rest)")
+    parser.add_argument("--budget", default=None, help="a budget config (default: the recipe's own epochs)")
     parser.add_argument("--root", default=None, help="data root passed as --data.init_args.root")
     parser.add_argument("--runs", default="runs/gpu", help="where runs and cached results go")
     parser.add_argument("--out", default=None, help="the Markdown table to write once every run has succeeded")
@@ -128,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit_train_batches is not None and args.limit_train_batches >= 1:
         args.limit_train_batches = int(args.limit_train_batches)  # a count of batches, not a fraction
     methods = args.methods or default_methods(args.dataset)
+    if not methods:
+        shipped = sorted({d for d, _ in experiments.shipped()})
+        parser.error(f"no method shipped for --dataset {args.dataset} (datasets: {', '.join(shipped)})")
     table_dir = Path(args.runs) / args.dataset
     table_dir.mkdir(parents=True, exist_ok=True)
     settings_file = table_dir / "gpu_table.yaml"
@@ -143,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         futures = submit_all(pool, run_args, methods)
         for future in as_completed(futures.values()):  # progress as runs end; the table keeps the methods' order
             row = future.result()
-            print(f"[{time.time() - start:7.1f} s] {row['method']}: {row['status']} ({row['wall_s']} s)", flush=True)
+            line = f"[{time.time() - start:7.1f} s] {row['method']}: {row['status']} ({row['wall_s']} s)"
+            with OUTPUT:
+                print(line, flush=True)
         rows = [futures[m].result() for m in methods]
     summary = {
         "device": device_name(args.accelerator),

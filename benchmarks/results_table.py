@@ -1,6 +1,7 @@
 """Train and test several method configs at one budget and write a Markdown table of their test accuracies.
 
-Each method is ``configs/experiments/<dataset>/<method>.yaml`` (plus the optional ``--budget`` config), run with
+Each method is ``-c configs/data/<dataset>.yaml -c <method config>`` (:func:`lt_lightning.experiments.
+experiment_configs`; plus the optional ``--budget`` config), run with
 the ordinary ``lt-lightning fit`` then ``lt-lightning test`` on the last checkpoint (last-epoch reporting: nothing
 selects on the test set). Every schedule of a recipe is a fraction of the run (classifier stages, pre-stages and
 teachers included), so the budget file only sets ``trainer.max_epochs``. A row ``METHOD@BASE`` evaluates METHOD on
@@ -32,6 +33,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the checkout's lt_lightning when run as a script
 
+from lt_lightning.experiments import experiment_configs  # noqa: E402
+from lt_lightning.run_identity import resolve  # noqa: E402
 from lt_lightning.study.launch import lt_cli as study_cli  # noqa: E402
 from lt_lightning.study.launch import read_report as study_report  # noqa: E402
 
@@ -81,48 +84,46 @@ def seed_args(seed: int | None) -> list[str]:
     return [] if seed is None else [f"--seed_everything={seed}", f"--data.init_args.seed={seed}"]
 
 
-def config_seed(config: Path) -> int | None:
-    """The seed a plain run of ``config`` uses (its ``seed_everything``, when the datamodule's ``seed`` is unset or
-    the same), i.e. the explicit seed whose run is the plain run's folder; ``None`` if the two differ."""
-    import yaml
+def _config_args(configs: list[Path]) -> list[str]:
+    return [arg for config in configs for arg in ("-c", str(config))]
 
-    raw = yaml.safe_load(config.read_text())
-    seed = raw.get("seed_everything")
-    data_seed = ((raw.get("data") or {}).get("init_args") or {}).get("seed", 0)
+
+def config_seed(configs: list[Path]) -> int | None:
+    """The seed a plain run of ``configs`` uses (its ``seed_everything``, when the datamodule's ``seed`` is unset or
+    the same), i.e. the explicit seed whose run is the plain run's folder; ``None`` if the two differ."""
+    resolved = resolve(_config_args(configs))
+    seed = resolved.get("seed_everything")
+    data_seed = ((resolved.get("data") or {}).get("init_args") or {}).get("seed", 0)
     return seed if isinstance(seed, int) and not isinstance(seed, bool) and data_seed == seed else None
 
 
-def run_seed(config: Path, seed: int | None) -> int | None:
+def run_seed(configs: list[Path], seed: int | None) -> int | None:
     """``seed`` as a run folder sees it: ``None`` (the plain run) when it is the config's own seed."""
-    return None if seed is not None and seed == config_seed(config) else seed
+    return None if seed is not None and seed == config_seed(configs) else seed
 
 
-def method_config(dataset: str, method: str) -> Path:
-    config = REPO / "configs" / "experiments" / dataset / f"{method}.yaml"
-    if not config.is_file():
-        raise FileNotFoundError(f"no config {config} (methods are file names under configs/experiments/{dataset})")
-    return config
+def method_config(dataset: str, method: str) -> list[Path]:
+    """The config files of ``method`` on ``dataset``: ``[configs/data/<dataset>.yaml, <method config>]``."""
+    return experiment_configs(dataset, method)
 
 
-def stage_overlay(config: Path, budget: str | None, checkpoint: Path, out: Path) -> Path:
-    """Write ``<out>/stage_overlay.yaml``: ``config``'s callbacks with ``init_from: checkpoint`` on its stage callback
-    and ``trainer.max_epochs`` = the stage's length in ``config``'s run (after the budget), so that the stage runs
-    alone as a second fit. Derived from the config each time (the callback list is replaced as a whole by a later
+def stage_overlay(configs: list[Path], budget: str | None, checkpoint: Path, out: Path) -> Path:
+    """Write ``<out>/stage_overlay.yaml``: the run's callbacks with ``init_from: checkpoint`` on its stage callback
+    and ``trainer.max_epochs`` = the stage's length in the run (after the budget), so that the stage runs alone as a
+    second fit. Derived from the resolved configs each time (the callback list is replaced as a whole by a later
     ``-c``, so it is restated here, never written by hand)."""
     import yaml
 
     from lt_lightning.schedule import resolve_length
 
-    raw = yaml.safe_load(config.read_text())
+    raw = resolve(_config_args([*configs, *map(Path, budget_configs(budget))]))
     run_epochs = raw["trainer"]["max_epochs"]
-    if budget:
-        run_epochs = (yaml.safe_load(Path(budget).read_text()).get("trainer") or {}).get("max_epochs", run_epochs)
     callbacks = raw["trainer"]["callbacks"]
     stages = [c for c in callbacks if c["class_path"].rsplit(".", 1)[-1] in STAGE_CALLBACKS]
     if len(stages) != 1:
-        raise ValueError(f"{config} has {len(stages)} classifier-stage callbacks; a METHOD@BASE stage row needs one")
+        raise ValueError(f"{configs[-1]} has {len(stages)} classifier-stage callbacks; a METHOD@BASE row needs one")
     init = stages[0].setdefault("init_args", {})
-    length = resolve_length(init.pop("epochs", 10), run_epochs, "epochs", str(config))
+    length = resolve_length(init.pop("epochs", 10), run_epochs, "epochs", str(configs[-1]))
     init.pop("start_epoch", None)
     init["init_from"] = str(checkpoint)
     overlay = out / "stage_overlay.yaml"
@@ -134,8 +135,8 @@ def stage_overlay(config: Path, budget: str | None, checkpoint: Path, out: Path)
 def run_on_base(args: argparse.Namespace, row: str, method: str, base: str, seed: int | None = None) -> dict:
     """A ``METHOD@BASE`` row: METHOD's test-time rule or classifier stage on BASE's fit of the same seed (cached in
     its folder)."""
-    config = method_config(args.dataset, method)
-    seed = run_seed(config, seed)
+    configs = method_config(args.dataset, method)
+    seed = run_seed(configs, seed)
     out = row_dir(args.runs, args.dataset, row, seed)
     result_file = out / "result.json"
     if result_file.is_file():
@@ -143,23 +144,29 @@ def run_on_base(args: argparse.Namespace, row: str, method: str, base: str, seed
     run_method(args, base, seed)
     base_seed = run_seed(method_config(args.dataset, base), seed)
     base_ckpt = row_dir(args.runs, args.dataset, base, base_seed) / "fit" / "checkpoints" / "last.ckpt"
-    configs = ["-c", str(config), *(a for b in budget_configs(args.budget) for a in ("-c", b))]
-    staged = any(f".{name}" in config.read_text() for name in STAGE_CALLBACKS)
+    config_args = [*_config_args(configs), *(a for b in budget_configs(args.budget) for a in ("-c", b))]
+    staged = any(f".{name}" in c.read_text() for c in configs for name in STAGE_CALLBACKS)
     fit_wall = 0.0
     if staged:
-        configs += ["-c", str(stage_overlay(config, args.budget, base_ckpt.resolve(), out))]
+        config_args += ["-c", str(stage_overlay(configs, args.budget, base_ckpt.resolve(), out))]
         ckpt = out / "fit" / "checkpoints" / "last.ckpt"
         resume = [f"--ckpt_path={ckpt}"] if ckpt.is_file() else []
-        fit_wall = lt_cli("fit", configs, out, "fit", args.root, [*args.extra, *seed_args(seed), *resume])
+        fit_wall = lt_cli("fit", config_args, out, "fit", args.root, [*args.extra, *seed_args(seed), *resume])
     else:
         ckpt = base_ckpt
-    lt_cli("test", configs, out, "test", args.root, [*seed_args(seed), f"--ckpt_path={ckpt}"])
+    lt_cli("test", config_args, out, "test", args.root, [*seed_args(seed), f"--ckpt_path={ckpt}"])
     note = f"{'classifier stage trained' if staged else 'test-time rule applied'} on the {base} fit"
-    return write_result(args, row, config, out, fit_wall, [note], seed)
+    return write_result(args, row, configs, out, fit_wall, [note], seed)
 
 
 def write_result(
-    args: argparse.Namespace, row: str, config: Path, out: Path, fit_wall: float, notes: list[str], seed: int | None
+    args: argparse.Namespace,
+    row: str,
+    configs: list[Path],
+    out: Path,
+    fit_wall: float,
+    notes: list[str],
+    seed: int | None,
 ) -> dict:
     """The row's numbers (from its test report in ``<out>/test``), cached in ``<out>/result.json``."""
     sweep = out / "test" / "posthoc_tau_sweep.json"
@@ -167,10 +174,10 @@ def write_result(
         notes = [*notes, f"tau = {json.loads(sweep.read_text())['chosen_tau']} (validation sweep)"]
     result = {
         "method": row,
-        "seed": config_seed(config) if seed is None else seed,
+        "seed": config_seed(configs) if seed is None else seed,
         **read_report(out / "test"),
         "fit_wall_s": round(fit_wall, 1),
-        "config": str(config.relative_to(REPO)),
+        "config": " + ".join(str(c.relative_to(REPO)) for c in configs),
         "budget": budget_configs(args.budget),
     }
     if notes:
@@ -185,20 +192,20 @@ def run_method(args: argparse.Namespace, method: str, seed: int | None = None) -
     if "@" in method:
         name, base = method.split("@", 1)
         return run_on_base(args, method, name, base, seed)
-    config = method_config(args.dataset, method)
-    seed = run_seed(config, seed)
+    configs = method_config(args.dataset, method)
+    seed = run_seed(configs, seed)
     out = row_dir(args.runs, args.dataset, method, seed)
     result_file = out / "result.json"
     if result_file.is_file():
         return json.loads(result_file.read_text())
-    configs = ["-c", str(config)]
+    config_args = _config_args(configs)
     for budget in budget_configs(args.budget):
-        configs += ["-c", budget]
+        config_args += ["-c", budget]
     ckpt = out / "fit" / "checkpoints" / "last.ckpt"
     resume = [f"--ckpt_path={ckpt}"] if ckpt.is_file() else []  # a fit killed earlier resumes from its last epoch
-    fit_wall = lt_cli("fit", configs, out, "fit", args.root, [*args.extra, *seed_args(seed), *resume])
-    lt_cli("test", configs, out, "test", args.root, [*seed_args(seed), f"--ckpt_path={ckpt}"])
-    return write_result(args, method, config, out, fit_wall, ["resumed"] if resume else [], seed)
+    fit_wall = lt_cli("fit", config_args, out, "fit", args.root, [*args.extra, *seed_args(seed), *resume])
+    lt_cli("test", config_args, out, "test", args.root, [*seed_args(seed), f"--ckpt_path={ckpt}"])
+    return write_result(args, method, configs, out, fit_wall, ["resumed"] if resume else [], seed)
 
 
 KEYS = ("acc", "many", "medium", "few")
@@ -238,8 +245,10 @@ def write_section(path: Path, dataset: str, lines: list[str], title: str) -> Non
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", required=True, help="folder under configs/experiments, e.g. cifar10_lt")
-    parser.add_argument("--methods", nargs="+", required=True, help="config names, e.g. ce focal ldam_drw")
+    parser.add_argument("--dataset", required=True, help="a dataset with a recipe in configs/data, e.g. cifar10_lt")
+    parser.add_argument(
+        "--methods", nargs="+", required=True, help="method names (configs/method), e.g. ce focal ldam_drw"
+    )
     parser.add_argument("--budget", default=None, help="a budget config, e.g. configs/budget/ldam_drw_10ep.yaml")
     parser.add_argument("--root", default=None, help="data root passed as --data.init_args.root")
     parser.add_argument("--runs", default="runs", help="where runs and cached results go")

@@ -20,7 +20,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_table import REPO, lt_cli, read_report, run_method, write_section  # noqa: E402
+from results_table import lt_cli, read_report, run_method, write_section  # noqa: E402
+
+from lt_lightning.experiments import experiment_args  # noqa: E402
 
 #: (distribution, imbalance ratio) columns: forward 50 ... uniform ... backward 50, as in SADE's tables
 GRID: tuple[tuple[str, float], ...] = (
@@ -41,8 +43,7 @@ def run_distribution(args: argparse.Namespace, method: str, distribution: str, r
     if cache.is_file():
         return json.loads(cache.read_text())
     run_method(args, method)
-    config = REPO / "configs" / "experiments" / args.dataset / f"{method}.yaml"
-    configs = ["-c", str(config)] + (["-c", str(args.budget)] if args.budget else [])
+    configs = experiment_args(args.dataset, method) + (["-c", str(args.budget)] if args.budget else [])
     extra = [
         f"--ckpt_path={out / 'fit' / 'checkpoints' / 'last.ckpt'}",
         f"--data.init_args.test_distribution={distribution}",

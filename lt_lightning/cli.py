@@ -6,6 +6,12 @@ PATH``. Models and datamodules are given by ``class_path`` (subclass mode), so a
 ``data.num_classes`` and ``data.class_counts`` are computed by the datamodule in ``__init__`` and linked into the
 model, the single path of the class prior.
 
+Defaults every config gets unless it says otherwise (:data:`DEFAULTS`): CSV and TensorBoard loggers under ``logs/``,
+a ``LearningRateMonitor`` and a ``ModelCheckpoint`` of the last epoch (``save_last``, no monitor: resumable, nothing
+selected; ``--trainer.enable_checkpointing false`` drops it); a config appends its callbacks with
+``trainer.callbacks+:`` (a plain ``trainer.callbacks:`` list replaces the defaults, the checkpoint included). The
+shipped experiments are ``-c configs/data/D.yaml -c configs/method/M.yaml`` (:mod:`lt_lightning.experiments`).
+
 Safe checkpoints by default: every checkpoint records the data it was trained on
 (:class:`~lt_lightning.callbacks.data_fingerprint.DataFingerprint`; resuming on other data refuses unless
 ``--data_fingerprint.allow_data_mismatch true``) and is written atomically
@@ -146,6 +152,40 @@ def version_text() -> str:
     return f"{__version__} (torch {torch.__version__}, lightning {lightning.__version__}, Python {python})"
 
 
+#: what every run gets unless its config says otherwise (a config's ``trainer.callbacks+:`` appends to these; a plain
+#: ``trainer.callbacks:`` list replaces them, the checkpoint included): CSV and TensorBoard logs under ``logs/``, the
+#: last epoch checkpointed (resumable, nothing selected: no monitor) and the learning rate logged once per epoch
+DEFAULTS: dict[str, Any] = {
+    "trainer.logger": [
+        {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "logs"}},
+        {
+            "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+            "init_args": {"save_dir": "logs/lightning_logs", "name": "tensorboard"},
+        },
+    ],
+    # the checkpoint last, so that ``--trainer.callbacks.dirpath X`` (the last callback's option) reaches it
+    "trainer.callbacks": [
+        {"class_path": "lightning.pytorch.callbacks.LearningRateMonitor", "init_args": {"logging_interval": "epoch"}},
+        {
+            "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+            "init_args": {"save_last": True, "save_top_k": 1},
+        },
+    ],
+}
+
+
+def _without_checkpoints(config: dict[str, Any]) -> dict[str, Any]:
+    """``trainer.enable_checkpointing: false`` turns the default (or any configured) ``ModelCheckpoint`` off instead
+    of Lightning's error that both were given; one info line says so."""
+    configured = config.get("callbacks")
+    if not isinstance(configured, list):
+        return config
+    dropped = [c for c in configured if isinstance(c, ModelCheckpoint)]
+    if dropped:
+        rank_zero_info(f"enable_checkpointing is false: {len(dropped)} ModelCheckpoint callback(s) dropped")
+    return {**config, "callbacks": [c for c in configured if not isinstance(c, ModelCheckpoint)]}
+
+
 class LongTailCLI(LightningCLI):
     """LightningCLI with the class-prior links, a rich progress bar, the test report, the data fingerprint and
     atomic checkpoint writes by default."""
@@ -212,12 +252,15 @@ class LongTailCLI(LightningCLI):
         parser.add_lightning_class_args(TestReport, "test_report")
         parser.add_lightning_class_args(DataFingerprint, "data_fingerprint")
         parser.add_lightning_class_args(PredictionWriter, "prediction")
+        parser.set_defaults(DEFAULTS)
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Trainer:
         check_accelerator(config.get("accelerator"))
         self._no_logger_root: str | None = None
         if _has_no_logger(config):
             config, callbacks = self._without_logger(config, callbacks)
+        if config.get("enable_checkpointing") is False:
+            config = _without_checkpoints(config)
         configured = list(config.get("callbacks") or []) + list(callbacks)
         if config.get("enable_progress_bar", True) is not False and not any(
             isinstance(c, ProgressBar) for c in configured

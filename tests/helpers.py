@@ -105,3 +105,43 @@ def lr_sequence(make_scheduler, epochs: int, base: float = 0.1) -> list[float]:
         optimizer.step()
         scheduler.step()
     return out
+
+
+def composed_yaml(files: list[Path]) -> dict:
+    """The YAML trees of ``files`` merged in order as the CLI merges them, without its defaults (only what the files
+    say): mappings merge key by key, lists are replaced, ``callbacks+`` appends to ``callbacks``, and a new
+    ``class_path`` keeps only the earlier ``init_args`` its class accepts (jsonargparse's rule for subclass types)."""
+    import inspect
+
+    import yaml
+
+    from lt_lightning.class_path import import_class_path
+
+    def accepts(class_path: str, name: str) -> bool:
+        cls = import_class_path(class_path)
+        for klass in inspect.getmro(cls) if inspect.isclass(cls) else ():
+            try:
+                if name in inspect.signature(klass.__init__).parameters:
+                    return True
+            except (TypeError, ValueError):
+                continue
+        return False
+
+    def merge(base, new):
+        if not (isinstance(base, dict) and isinstance(new, dict)):
+            return new
+        out = dict(base)
+        if "class_path" in new and new["class_path"] != base.get("class_path") and "init_args" in base:
+            kept = {k: v for k, v in base["init_args"].items() if accepts(new["class_path"], k)}
+            out["init_args"] = kept
+        for key, value in new.items():
+            if key.endswith("+"):
+                out[key[:-1]] = [*(out.get(key[:-1]) or []), *value]
+            else:
+                out[key] = merge(out.get(key), value)
+        return out
+
+    tree: dict = {}
+    for file in files:
+        tree = merge(tree, yaml.safe_load(Path(file).read_text()) or {})
+    return tree

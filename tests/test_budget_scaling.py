@@ -24,10 +24,10 @@ from lt_lightning.callbacks import (
 from lt_lightning.callbacks.batch_mixing import BatchMixing
 from lt_lightning.callbacks.expert_router_training import ExpertRouterTraining
 from lt_lightning.cli import run as main
+from lt_lightning.experiments import experiment_args
 from lt_lightning.optim import WarmupCosineLR, WarmupMultiStepLR
 
 REPO = Path(__file__).resolve().parents[1]
-DIGITS = REPO / "configs" / "experiments" / "digits_lt"
 SHORT = [
     "--trainer.limit_train_batches=1",
     "--trainer.limit_val_batches=0",
@@ -37,8 +37,10 @@ SHORT = [
 ]
 
 
-def fit(config: Path, epochs: int, *extra: str):
-    return main(["fit", "-c", str(config), f"--trainer.max_epochs={epochs}", *SHORT, *extra])
+def fit(config: Path | str, epochs: int, *extra: str):
+    """Fit a stand-alone config file, or a Digits-LT method by name, for ``epochs`` epochs."""
+    files = ["-c", str(config)] if isinstance(config, Path) else experiment_args("digits_lt", config)
+    return main(["fit", *files, f"--trainer.max_epochs={epochs}", *SHORT, *extra])
 
 
 def callback(cli, kind: type):
@@ -54,7 +56,10 @@ def in_tmp(tmp_path, monkeypatch) -> Path:
 
 
 def test_ldam_drw_lr_schedule_and_drw_switch_follow_the_budget(in_tmp, tiny_cifar10) -> None:
-    cli = fit(REPO / "configs/experiments/cifar10_lt/ldam_drw.yaml", 10, f"--data.init_args.root={tiny_cifar10}")
+    cli = main(
+        ["fit", *experiment_args("cifar10_lt", "ldam_drw"), "--trainer.max_epochs=10", *SHORT]
+        + [f"--data.init_args.root={tiny_cifar10}"]
+    )
     scheduler = cli.trainer.lr_scheduler_configs[0].scheduler
     assert isinstance(scheduler, WarmupMultiStepLR)
     assert (scheduler.warmup_epochs, scheduler.milestones) == (1, [8, 9])  # 5, [160, 180] of 200 scaled x0.05
@@ -74,48 +79,49 @@ def test_cosine_spans_the_run(in_tmp) -> None:
 
 @pytest.mark.parametrize(("config", "epoch"), [("drs.yaml", 8), ("remix.yaml", 8)])
 def test_deferred_switches_follow_the_budget(in_tmp, config, epoch) -> None:
-    cli = fit(DIGITS / config, 10)
+    cli = fit(config.removesuffix(".yaml"), 10)
     kind = ResamplingSchedule if config == "drs.yaml" else DeferredReweighting
     assert callback(cli, kind).resolved_switch_epoch == epoch
 
 
 def test_progressive_sampling_and_bbn_alpha_follow_the_budget(in_tmp) -> None:
-    assert callback(fit(DIGITS / "progressive.yaml", 5), ResamplingSchedule)._resolved_total == 5
-    assert callback(fit(DIGITS / "bbn.yaml", 5), CumulativeLearning)._resolved_total == 5
+    assert callback(fit("progressive", 5), ResamplingSchedule)._resolved_total == 5
+    assert callback(fit("bbn", 5), CumulativeLearning)._resolved_total == 5
 
 
 def test_classifier_stage_and_stage_one_cosine_follow_the_budget(in_tmp) -> None:
     # crt.yaml: 30 + 10 of 40 epochs; at 20 epochs: 15 + 5, the stage-1 cosine over the first 15
-    cli = fit(DIGITS / "crt.yaml", 20)
+    cli = fit("crt", 20)
     stage = callback(cli, ClassifierRetraining)
     assert stage.resolved_start_epoch == 15 and stage.active
 
 
 def test_mixup_stops_where_the_mislas_stage_starts(in_tmp) -> None:
-    cli = fit(DIGITS / "mislas.yaml", 8)
+    cli = fit("mislas", 8)
     start = callback(cli, ClassifierRetraining).resolved_start_epoch
     assert start == 6  # the last 0.25 of 8 epochs
     assert callback(cli, BatchMixing).resolved_stop_epoch == start
 
 
 def test_router_stage_and_ride_drw_follow_the_budget(in_tmp) -> None:
-    cli = fit(DIGITS / "ride_router.yaml", 20)  # 30 + 5 of 35 epochs, DRW at 24
+    cli = fit("ride_router", 20)  # 30 + 5 of 35 epochs, DRW at 24
     assert callback(cli, ExpertRouterTraining).resolved_start_epoch == 17
     assert callback(cli, DeferredReweighting).resolved_switch_epoch == 14
 
 
 @pytest.mark.parametrize("config", ["ssp.yaml", "distill.yaml"])
 def test_pre_stage_follows_the_budget(in_tmp, config) -> None:
-    fit(DIGITS / config, 3)
+    fit(config.removesuffix(".yaml"), 3)
     (checkpoint,) = (in_tmp / "logs" / "prestages").glob("*/checkpoints/last.ckpt")
     assert torch.load(checkpoint, map_location="cpu", weights_only=False)["epoch"] == 2  # 3 epochs, like the fit
 
 
 def test_an_absolute_milestone_beyond_the_run_is_an_error(in_tmp, tiny_cifar10) -> None:
     with pytest.raises(ValueError, match=r"milestones=160 is at or beyond the end of a run of trainer.max_epochs=10"):
-        fit(
-            REPO / "configs/experiments/cifar10_lt/ce.yaml",
-            10,
-            f"--data.init_args.root={tiny_cifar10}",
-            "--model.init_args.lr_scheduler.init_args.milestones=[160, 180]",
+        main(
+            ["fit", *experiment_args("cifar10_lt", "ce"), "--trainer.max_epochs=10", *SHORT]
+            + [
+                f"--data.init_args.root={tiny_cifar10}",
+                "--model.init_args.lr_scheduler.init_args.milestones=[160, 180]",
+            ]
         )

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from lt_lightning.cli import run as main
+from lt_lightning.experiments import experiment_args
 from lt_lightning.module import LongTailModule
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,14 +87,13 @@ def test_bad_values_from_the_command_line_give_a_clear_error(tmp_path, monkeypat
 
 def test_missing_cifar_root_names_the_path_and_how_to_get_it(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    config = REPO / "configs" / "experiments" / "cifar10_lt" / "ce.yaml"
+    config = experiment_args("cifar10_lt", "ce")
     # jsonargparse re-raises instantiation errors as ValueError with the original message inside
     with pytest.raises((FileNotFoundError, ValueError), match=r"cifar-10-batches-py.*(download|make_cifar10)"):
         main(
             [
                 "fit",
-                "-c",
-                str(config),
+                *config,
                 "--data.init_args.root",
                 str(tmp_path / "nowhere"),
                 "--trainer.fast_dev_run",
@@ -124,11 +124,11 @@ def test_console_script_exits_with_status_zero(tmp_path) -> None:
 def test_posthoc_logit_adjustment_config_fit_then_test(tmp_path, monkeypatch) -> None:
     """`test` with the post-hoc LA config sweeps tau on the validation set and logs the chosen tau."""
     monkeypatch.chdir(tmp_path)
-    config = str(REPO / "configs" / "experiments" / "digits_lt" / "posthoc_logit_adjust.yaml")
+    config = experiment_args("digits_lt", "posthoc_logit_adjust")
     fast = ["--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3", "--trainer.enable_progress_bar", "false"]
-    fit = main(["fit", "-c", config, *fast])
+    fit = main(["fit", *config, *fast])
     ckpt = fit.trainer.checkpoint_callback.last_model_path
-    test = main(["test", "-c", config, "--ckpt_path", ckpt, "--trainer.enable_progress_bar", "false"])
+    test = main(["test", *config, "--ckpt_path", ckpt, "--trainer.enable_progress_bar", "false"])
     assert "test/posthoc_tau" in test.trainer.callback_metrics
     assert (Path(test.trainer.log_dir) / "posthoc_tau_sweep.json").is_file()
 

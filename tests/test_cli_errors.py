@@ -27,13 +27,14 @@ from lt_lightning.cli_errors import (
     data_channels,
     short_error,
 )
+from lt_lightning.experiments import experiment_args
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = str(REPO / "configs" / "quickstart.yaml")
-FOCAL = str(REPO / "configs" / "experiments" / "digits_lt" / "focal.yaml")
-CIFAR_CE = str(REPO / "configs" / "experiments" / "cifar10_lt" / "ce.yaml")
+FOCAL = experiment_args("digits_lt", "focal")
+CIFAR_CE = experiment_args("cifar10_lt", "ce")
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.logger", "false"]
 
 
@@ -60,7 +61,7 @@ def _short_exit(capsys, args: list[str]) -> str:
             "option: --model.init_args.criterion.init_args.gamma (lt_lightning.losses.focal.FocalLoss)",
         ),
         (
-            QUICKSTART,
+            ["-c", QUICKSTART],
             ["--data.init_args.imbalance_ratio", "0"],
             "imbalance_ratio must be positive",
             "option: --data.init_args.imbalance_ratio (lt_lightning.data.digits.DigitsLTDataModule)",
@@ -72,7 +73,7 @@ def test_a_constructor_error_is_a_few_lines_with_its_option(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("LT_LIGHTNING_DEBUG", raising=False)
-    err = _short_exit(capsys, ["fit", "-c", config, *override, *QUIET])
+    err = _short_exit(capsys, ["fit", *config, *override, *QUIET])
     lines = err.strip().splitlines()
     assert lines[0].startswith("error: ") and message in lines[0]
     assert lines[1].strip() == option
@@ -82,7 +83,7 @@ def test_a_constructor_error_is_a_few_lines_with_its_option(
 
 def test_debug_flag_and_environment_keep_the_traceback(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    args = ["fit", "-c", FOCAL, "--model.init_args.criterion.init_args.gamma", "-1", *QUIET]
+    args = ["fit", *FOCAL, "--model.init_args.criterion.init_args.gamma", "-1", *QUIET]
     with pytest.raises(ValueError, match="gamma must be a finite number"):
         main([*args, "--debug"])  # the flag is taken out before parsing (jsonargparse would refuse it)
     monkeypatch.setenv("LT_LIGHTNING_DEBUG", "1")
@@ -96,7 +97,7 @@ def test_console_script_prints_the_short_error_and_exits_non_zero(tmp_path) -> N
     script = Path(sys.executable).with_name("lt-lightning")
     cmd = [str(script)] if script.exists() else [sys.executable, "-m", "lt_lightning"]
     env = {k: v for k, v in os.environ.items() if k != "LT_LIGHTNING_DEBUG"}
-    args = ["fit", "-c", FOCAL, "--model.init_args.criterion.init_args.gamma", "-1", *QUIET]
+    args = ["fit", *FOCAL, "--model.init_args.criterion.init_args.gamma", "-1", *QUIET]
     proc = subprocess.run([*cmd, *args], cwd=tmp_path, capture_output=True, text=True, env=env)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr and "Namespace(" not in proc.stderr
@@ -147,7 +148,7 @@ def test_a_digits_checkpoint_tested_with_a_cifar_config_names_the_checkpoint(
     ckpt = cli.trainer.checkpoint_callback.last_model_path
     assert Path(ckpt).is_file()
     with pytest.raises(ValueError, match="channel mismatch") as error:
-        run(["test", "-c", CIFAR_CE, "--data.init_args.root", str(tiny_cifar10), "--ckpt_path", ckpt, *QUIET])
+        run(["test", *CIFAR_CE, "--data.init_args.root", str(tiny_cifar10), "--ckpt_path", ckpt, *QUIET])
     message = str(error.value)
     assert "in_channels=1" in message and "3-channel" in message and f"--ckpt_path {ckpt}" in message
     assert "trained on 1-channel images" in message

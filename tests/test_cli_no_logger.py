@@ -8,10 +8,11 @@ import json
 from pathlib import Path
 
 from lt_lightning.cli import run as main
+from lt_lightning.experiments import experiment_args
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = str(REPO / "configs" / "quickstart.yaml")
-LDAM_DRW = str(REPO / "configs" / "experiments" / "digits_lt" / "ldam_drw.yaml")
+LDAM_DRW = experiment_args("digits_lt", "ldam_drw")
 FAST = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false", "--trainer.limit_val_batches", "2"]
 FIT = [*FAST, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2"]
 
@@ -24,13 +25,13 @@ def test_method_config_with_a_learning_rate_monitor_runs_without_a_logger(tmp_pa
     monkeypatch.chdir(tmp_path)
     monitor = ["--trainer.callbacks+=lightning.pytorch.callbacks.LearningRateMonitor"]  # as the CIFAR configs have
     with caplog.at_level("INFO"):
-        fit = main(["fit", "-c", LDAM_DRW, *FIT, *monitor])
+        fit = main(["fit", *LDAM_DRW, *FIT, *monitor])
     assert "LearningRateMonitor dropped" in caplog.text
     run = tmp_path / "logs" / "no_logger" / "version_0"
     assert Path(fit.trainer.default_root_dir).resolve() == run
     assert {"config.yaml", "checkpoints/last.ckpt"} <= _files(run)
 
-    test = main(["test", "-c", LDAM_DRW, *FAST, *monitor, "--ckpt_path", "last"])  # found in version_0
+    test = main(["test", *LDAM_DRW, *FAST, *monitor, "--ckpt_path", "last"])  # found in version_0
     report = Path(test.trainer.log_dir).resolve()
     assert report == tmp_path / "logs" / "no_logger" / "version_1"
     assert {"config.yaml", "per_class_accuracy.json", "per_class_accuracy.png"} <= _files(report)
@@ -58,7 +59,7 @@ def test_quickstart_without_a_logger_never_overwrites_a_run(tmp_path, monkeypatc
 
 def test_a_given_default_root_dir_is_kept(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    fit = main(["fit", "-c", LDAM_DRW, *FIT, "--trainer.default_root_dir", "mine"])
+    fit = main(["fit", *LDAM_DRW, *FIT, "--trainer.default_root_dir", "mine"])
     assert Path(fit.trainer.default_root_dir).resolve() == tmp_path / "mine"
     assert {"config.yaml", "checkpoints/last.ckpt"} <= _files(tmp_path / "mine")
     assert not (tmp_path / "logs").exists()

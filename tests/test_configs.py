@@ -1,12 +1,12 @@
 """Every YAML under configs/ runs through the real CLI (`fast_dev_run`) on tiny data.
 
-Stand-alone configs (``quickstart.yaml``, ``experiments/**``) run as they are; fragments (``data/``, ``model/``,
-``trainer/``, ``budget/``) run in the compositions listed in :data:`COMPOSITIONS`. A new YAML that is neither
-stand-alone nor in a composition fails :func:`test_every_config_is_exercised`. Each experiment file declares the
-fragments it is made of in its second line; :func:`test_experiment_equals_its_fragments` checks both parse the same.
+Every shipped run (:data:`RUNS`: each ``-c configs/data/D.yaml -c <method config>`` of
+:func:`lt_lightning.experiments.shipped`, ``quickstart.yaml``, ``pretext/*``) runs as it is; the overlays (``budget/``,
+``trainer/fast_bf16.yaml``, the data-only ``data/`` files) run in the compositions listed in :data:`COMPOSITIONS`. A
+new YAML that is in neither fails :func:`test_every_config_is_exercised`.
 
 Tiers (tests/conftest.py): the lean suite fits each method's wiring once (every Digits-LT config), each dataset once
-(:data:`LEAN`: one config per other dataset and its fragments) and parses every config
+(:data:`LEAN`: one run per other dataset and data-only file) and parses every config
 (:func:`test_config_resolves_as_its_baseline`, :func:`test_every_composition_parses`); the fits of every CIFAR /
 ImageNet config are the ``slow`` conformance tier (``LT_LIGHTNING_SLOW=1`` or ``pytest -m slow``).
 """
@@ -28,45 +28,41 @@ from tests.cifar_files import write_tiny_cifar100
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
-STANDALONE = sorted(
-    [CONFIGS / "quickstart.yaml", *(CONFIGS / "experiments").rglob("*.yaml"), *(CONFIGS / "pretext").glob("*.yaml")]
-)
+#: every shipped run: ``D/M`` experiments (``-c configs/data/D.yaml -c <method config>``) and the stand-alone configs,
+#: as files relative to configs/
+RUNS: dict[str, list[str]] = {
+    name: [Path(a).relative_to(CONFIGS).as_posix() for a in args if a != "-c"]
+    for name, args in resolved_configs.shipped_runs().items()
+}
+#: overlays on shipped runs (a budget, the fast path, data-only files after a recipe and a method)
 COMPOSITIONS: list[tuple[str, ...]] = [
-    ("trainer/digits_30ep.yaml", "data/digits_lt.yaml", "model/ce_resnet32_digits.yaml"),
-    ("trainer/digits_30ep.yaml", "data/digits_lt.yaml", "model/ce_resnet32_digits.yaml", "trainer/fast_bf16.yaml"),
-    ("trainer/cifar_200ep.yaml", "data/cifar10_lt.yaml", "model/ce_resnet32.yaml"),
-    ("trainer/cifar_200ep.yaml", "data/cifar100_lt.yaml", "model/ce_resnet32.yaml"),
-    ("experiments/cifar10_lt/ce.yaml", "budget/ldam_drw_10ep.yaml"),
-    ("experiments/cifar10_lt/ce.yaml", "budget/ldam_drw_40ep.yaml"),
+    ("data/digits_lt.yaml", "trainer/fast_bf16.yaml"),
+    ("data/cifar10_lt.yaml", "method/ce.yaml", "budget/ldam_drw_10ep.yaml"),
+    ("data/cifar10_lt.yaml", "method/ce.yaml", "budget/ldam_drw_40ep.yaml"),
     *(
-        (f"experiments/cifar10_lt/{m}.yaml", "budget/ldam_drw_10ep.yaml")
+        ("data/cifar10_lt.yaml", f"method/{m}.yaml", "budget/ldam_drw_10ep.yaml")
         for m in ("mislas", "kcl", "ssp", "distill")  # staged and pre-staged recipes scale with the budget alone
     ),
-    ("trainer/imagenet_90ep.yaml", "data/imagenet_lt.yaml", "model/ce_resnext50.yaml"),
-    ("trainer/imagenet_90ep.yaml", "data/places_lt.yaml", "model/ce_resnext50.yaml"),
-    ("trainer/digits_30ep.yaml", "data/folder_lt.yaml", "model/ce_resnet32.yaml"),
+    ("data/imagenet_lt.yaml", "data/places_lt.yaml"),
+    ("data/cifar10_lt.yaml", "method/ldam_drw.yaml", "data/folder_lt.yaml"),
+    ("data/cifar10_lt.yaml", "method/ldam_drw.yaml", "data/split_files.yaml"),
 ]
-#: the configs fitted in the lean tier besides every Digits-LT one: one per other dataset (and datamodule config)
+#: the runs fitted in the lean tier besides every Digits-LT one: one per other dataset (and datamodule config)
 LEAN = {
     "quickstart.yaml",
-    "experiments/cifar10_lt/ce.yaml",
-    "experiments/cifar100_lt/ce.yaml",
-    "experiments/imagenet_lt/ce.yaml",
-    "trainer/imagenet_90ep.yaml+data/places_lt.yaml+model/ce_resnext50.yaml",
-    "trainer/digits_30ep.yaml+data/folder_lt.yaml+model/ce_resnet32.yaml",
+    "cifar10_lt/ce",
+    "cifar100_lt/ce",
+    "imagenet_lt/ce",
+    "data/imagenet_lt.yaml+data/places_lt.yaml",
+    "data/cifar10_lt.yaml+method/ldam_drw.yaml+data/folder_lt.yaml",
+    "data/cifar10_lt.yaml+method/ldam_drw.yaml+data/split_files.yaml",
 }
 
 
-def _lean(files: Sequence[str]) -> bool:
-    """Whether a config (or a composition of fragments, relative to configs/) is fitted in the lean tier."""
-    if "+".join(files) in LEAN:
-        return True
-    return all("digits_lt" in f for f in files if f.startswith(("experiments/", "pretext/", "data/")))
-
-
-def _tiered(value, files: Sequence[str], id_: str):
-    """``value`` as a parameter, marked ``slow`` unless ``files`` are fitted in the lean tier."""
-    return pytest.param(value, id=id_, marks=() if _lean(files) else pytest.mark.slow)
+def _tiered(value, name: str, files: Sequence[str]):
+    """``value`` as a parameter, marked ``slow`` unless the run is fitted in the lean tier (:data:`LEAN`, Digits-LT)."""
+    lean = name in LEAN or all("digits_lt" in f for f in files if f.startswith(("pretext/", "data/")))
+    return pytest.param(value, id=name, marks=() if lean else pytest.mark.slow)
 
 
 #: configs whose method acts at test time (a sweep on validation, a replaced head, the TDE effect)
@@ -158,26 +154,26 @@ def _run(files: list[Path], request, tmp_path, monkeypatch) -> None:
         assert "test/acc" in cli.trainer.callback_metrics
 
 
-@pytest.mark.parametrize("config", [_tiered(_rel(c), [_rel(c)], _rel(c)) for c in STANDALONE])
-def test_standalone_config_runs(config: str, request, tmp_path, monkeypatch) -> None:
-    _run([CONFIGS / config], request, tmp_path, monkeypatch)
+@pytest.mark.parametrize("run", [_tiered(name, name, files) for name, files in RUNS.items()])
+def test_shipped_run_fits(run: str, request, tmp_path, monkeypatch) -> None:
+    _run([CONFIGS / f for f in RUNS[run]], request, tmp_path, monkeypatch)
 
 
-@pytest.mark.parametrize("files", [_tiered(fs, fs, "+".join(Path(f).stem for f in fs)) for fs in COMPOSITIONS])
-def test_composed_fragments_run(files: tuple[str, ...], request, tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("files", [_tiered(fs, "+".join(fs), fs) for fs in COMPOSITIONS])
+def test_composed_overlays_run(files: tuple[str, ...], request, tmp_path, monkeypatch) -> None:
     _run([CONFIGS / f for f in files], request, tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize("files", [list(fs) for fs in COMPOSITIONS], ids=lambda fs: "+".join(fs))
 def test_every_composition_parses(files: list[str], capsys) -> None:
-    """Every composition of fragments parses (class paths, argument names and types) in the lean tier (every
-    stand-alone config is parsed by :func:`test_config_resolves_as_its_baseline`); the slow tier fits each."""
+    """Every overlay composition parses (class paths, argument names and types) in the lean tier (every shipped run
+    is parsed by :func:`test_config_resolves_as_its_baseline`); the slow tier fits each."""
     printed = _printed_config([x for f in files for x in ("-c", str(CONFIGS / f))], capsys)
     assert "class_path: lt_lightning." in printed
 
 
 def test_every_config_is_exercised() -> None:
-    covered = {_rel(p) for p in STANDALONE} | {f for files in COMPOSITIONS for f in files}
+    covered = {f for files in RUNS.values() for f in files} | {f for files in COMPOSITIONS for f in files}
     # configs/study/*.yaml are study YAMLs (lt_lightning.study), not Lightning configs: see tests/study/
     lightning = [p for p in CONFIGS.rglob("*.yaml") if not _rel(p).startswith("study/")]
     missing = sorted(_rel(p) for p in lightning if _rel(p) not in covered)
@@ -190,36 +186,21 @@ def _printed_config(args: list[str], capsys) -> str:
     return capsys.readouterr().out
 
 
-COMPOSED_MARKER = "the same as passing, in this order:"
-EXPERIMENTS = sorted(p for p in (CONFIGS / "experiments").rglob("*.yaml") if COMPOSED_MARKER in p.read_text())
-
-
-@pytest.mark.parametrize("experiment", EXPERIMENTS, ids=_rel)
-def test_experiment_equals_its_fragments(experiment: Path, capsys) -> None:
-    """The experiment file and the fragments its header names give the same parsed configuration."""
-    header = next(line for line in experiment.read_text().splitlines() if COMPOSED_MARKER in line)
-    fragments = re.findall(r"-c configs/(\S+)", header)
-    assert fragments, header
-    whole = _printed_config(["-c", str(experiment)], capsys)
-    composed = _printed_config([x for f in fragments for x in ("-c", str(CONFIGS / f))], capsys)
-    assert whole == composed
-
-
 @pytest.fixture(scope="module")
 def resolved_baseline() -> dict:
     return json.loads(resolved_configs.BASELINE.read_text())
 
 
-@pytest.mark.parametrize("config", resolved_configs.standalone_configs(), ids=_rel)
-def test_config_resolves_as_its_baseline(config: Path, resolved_baseline: dict) -> None:
-    """The invariant of issue 19 (tests/resolved_configs.py): refactors leave every resolved config as it was."""
-    expected = resolved_baseline["configs"].get(_rel(config))
-    assert expected is not None, f"{_rel(config)} is not in the baseline: python tests/resolved_configs.py --write"
-    got = resolved_configs.section_hashes(resolved_configs.resolve(config))
+@pytest.mark.parametrize("run", sorted(resolved_configs.shipped_runs()))
+def test_config_resolves_as_its_baseline(run: str, resolved_baseline: dict) -> None:
+    """The invariant of issue 19 (tests/resolved_configs.py): refactors leave every shipped run as it was."""
+    expected = resolved_baseline["configs"].get(run)
+    assert expected is not None, f"{run} is not in the baseline: python tests/resolved_configs.py --write"
+    got = resolved_configs.section_hashes(resolved_configs.resolve(resolved_configs.shipped_runs()[run]))
     same_libraries = resolved_baseline["versions"] == resolved_configs.versions()
     checked = resolved_configs.SECTIONS if same_libraries else ("model", "data")
     changed = [key for key in checked if got[key] != expected[key]]
     assert not changed, (
-        f"{_rel(config)} resolves differently in {changed}: if on purpose, rewrite the baseline "
+        f"{run} resolves differently in {changed}: if on purpose, rewrite the baseline "
         "(python tests/resolved_configs.py --write) and say why in the commit"
     )

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from lt_lightning.experiments import experiment_args
+
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "configs" / "quickstart.yaml"
 PROBE = "tests.ddp_probe.EvalCountsProbe"
@@ -73,7 +75,7 @@ def test_ddp_fit_and_exact_test_metric_equal_one_process(tmp_path: Path) -> None
 
 
 STAGE_PROBE = "tests.ddp_probe.StageProbe"
-CRT = REPO / "configs" / "experiments" / "digits_lt" / "crt.yaml"
+CRT = experiment_args("digits_lt", "crt")
 
 
 def _stage_override(tmp_path: Path, name: str, retraining: str, max_epochs: int, out: Path) -> Path:
@@ -110,7 +112,7 @@ def test_ddp_classifier_retraining_switch_and_init_from(tmp_path: Path) -> None:
     out = tmp_path / "switch"
     cfg = _stage_override(tmp_path, "switch", "{method: crt, epochs: 1}", 2, out)
     ddp = [*_ddp(2)[:-1], "ddp_find_unused_parameters_true"]
-    _cli(["fit", "-c", str(CRT), "-c", str(cfg), *ddp], tmp_path)
+    _cli(["fit", *CRT, "-c", str(cfg), *ddp], tmp_path)
     r0, r1 = _ranks(out)
     labels = DigitsLTDataModule().train_labels
     staged = StagedSampler(labels, num_replicas=2, rank=0, seed=0, switch_epoch=1)
@@ -132,7 +134,7 @@ def test_ddp_classifier_retraining_switch_and_init_from(tmp_path: Path) -> None:
     assert ckpt.is_file()
     out2 = tmp_path / "init_from"
     cfg2 = _stage_override(tmp_path, "init_from", f"{{method: lws, init_from: {ckpt}}}", 1, out2)
-    _cli(["fit", "-c", str(CRT), "-c", str(cfg2), *_ddp(2)], tmp_path)
+    _cli(["fit", *CRT, "-c", str(cfg2), *_ddp(2)], tmp_path)
     s0, s1 = _ranks(out2)
     assert s0["epochs"]["0"]["classifier"] == s1["epochs"]["0"]["classifier"] != s0["start"]["classifier"]
     assert s0["epochs"]["0"]["backbone"] == s1["epochs"]["0"]["backbone"] == s0["start"]["backbone"]

@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from lt_lightning.data.digits import DigitsLTDataModule
+from lt_lightning.experiments import experiment_args
 from lt_lightning.losses.weighting import effective_number_weights
-from tests.test_ddp import REPO, _cli, _ddp
+from tests.test_ddp import _cli, _ddp
 
 pytestmark = pytest.mark.ddp
-LDAM_DRW = REPO / "configs" / "experiments" / "digits_lt" / "ldam_drw.yaml"
+LDAM_DRW = experiment_args("digits_lt", "ldam_drw")
 
 
 def _run(tmp_path: Path, name: str, devices: int) -> list[dict]:
@@ -34,7 +35,7 @@ def _run(tmp_path: Path, name: str, devices: int) -> list[dict]:
         f"      init_args: {{out_dir: {out}}}\n"
     )
     strategy = _ddp(devices) if devices > 1 else ["--trainer.accelerator", "cpu", "--trainer.devices", "1"]
-    _cli(["fit", "-c", str(LDAM_DRW), "-c", str(override), *strategy], tmp_path)
+    _cli(["fit", *LDAM_DRW, "-c", str(override), *strategy], tmp_path)
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(devices)]
 
 

@@ -1,7 +1,7 @@
 """``benchmarks/gpu_table.py`` and ``benchmarks/gpu_smoke.py`` end to end on the CPU with a tiny budget.
 
 Both scripts launch the ordinary CLI in subprocesses; on a GPU they run the same way with ``--accelerator gpu``
-(docs/performance.md). Here: the tiny generated CIFAR-10 (2 methods, 1 epoch of 1 batch) and 3 Digits-LT configs (3
+(docs/performance.md). Here: the tiny generated CIFAR-10 (2 methods, 1 epoch of 1 batch) and 3 Digits-LT experiments (3
 epochs of 2 batches: the DRW switch and cRT's classifier stage happen).
 """
 
@@ -79,41 +79,64 @@ def test_gpu_table_on_cpu_runs_concurrently_and_builds_the_table_from_the_cache(
         assert fit_config["data"]["init_args"]["train_set_on_device"] is True
         assert fit_config["trainer"]["precision"] == "bf16-mixed"
     text = table.read_text()
-    assert "| ce | `configs/experiments/cifar10_lt/ce.yaml` |" in text and "| balanced_softmax |" in text
+    assert "| ce | `configs/data/cifar10_lt.yaml + configs/method/ce.yaml` |" in text and "| balanced_softmax |" in text
     assert "wall s" in proc.stdout and "4 runs, 2 at once on cpu" in proc.stdout
 
-    # again with a config that does not exist: the finished runs come from the cache, the bad one fails, exit 1
+    # again with a method that does not exist: the finished runs come from the cache, the bad one fails, exit 1
     proc = _script("gpu_table.py", "--methods", *rows, "no_such_method", *common, cwd=tmp_path)
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((out / "gpu_table.json").read_text())
     assert [r["status"] for r in summary["runs"]] == ["cached"] * 4 + ["failed"]
-    assert summary["failed"] == ["no_such_method"] and "no config" in summary["runs"][4]["error"]
+    assert summary["failed"] == ["no_such_method"] and "no method 'no_such_method'" in summary["runs"][4]["error"]
     assert "failed: no_such_method" in proc.stdout
 
 
+def test_gpu_smoke_finds_experiments_by_name_and_pattern_and_configs_by_glob(tmp_path: Path) -> None:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import gpu_smoke
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    from lt_lightning.experiments import experiment_configs, shipped
+
+    runs = gpu_smoke.find_runs(list(gpu_smoke.DEFAULT_CONFIGS))
+    names = [r.name for r in runs]
+    pretext = sorted(f"configs/pretext/{p.name}" for p in (REPO / "configs" / "pretext").glob("*.yaml"))
+    assert names == ["configs/quickstart.yaml", *(f"{d}/{m}" for d, m in shipped()), *pretext]
+    ldam_drw = runs[names.index("digits_lt/ldam_drw")]
+    assert list(ldam_drw.configs) == experiment_configs("digits_lt", "ldam_drw")
+    assert ldam_drw.folder == Path("digits_lt", "ldam_drw")
+    assert runs[0].configs == (REPO / "configs" / "quickstart.yaml",) and runs[0].folder == Path("configs/quickstart")
+    some = gpu_smoke.find_runs(["digits_lt/crt", "imagenet_lt/*", "configs/pretext/digits_lt_r*.yaml", "digits_lt/crt"])
+    assert [r.name for r in some] == ["digits_lt/crt", "imagenet_lt/ce", "configs/pretext/digits_lt_rotation.yaml"]
+    (tmp_path / "mine.yaml").write_text("seed_everything: 1\n")  # outside the repository: its path, runs/other/<stem>
+    (mine,) = gpu_smoke.find_runs([str(tmp_path / "*.yaml")])
+    assert mine.name == str(tmp_path / "mine.yaml") and mine.folder == Path("other", "mine")
+    with pytest.raises(ValueError, match="digits_lt/no_such_method"):
+        gpu_smoke.find_runs(["digits_lt/no_such_method"])
+
+
 def test_gpu_smoke_on_cpu_fits_with_stage_switches_tests_and_reports(tmp_path: Path) -> None:
-    configs = [f"configs/experiments/digits_lt/{m}.yaml" for m in ("ce", "ldam_drw", "crt")]
-    args = ["--accelerator", "cpu", "--configs", *configs, "configs/experiments/imagenet_lt/ce.yaml"]
+    names = [f"digits_lt/{m}" for m in ("ce", "ldam_drw", "crt")]
+    args = ["--accelerator", "cpu", "--configs", *names, "imagenet_lt/ce"]
     args += ["--runs", str(tmp_path / "smoke"), "--parallel", "2", "--limit-train-batches", "2"]
     args += ["--limit-val-batches", "1", "--limit-test-batches", "1"]
-    proc = _script("gpu_smoke.py", *args, cwd=tmp_path)  # cwd without data/: the ImageNet-LT config is skipped
+    proc = _script("gpu_smoke.py", *args, cwd=tmp_path)  # cwd without data/: the ImageNet-LT run is skipped
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    rows = {r["config"]: r for r in json.loads((tmp_path / "smoke" / "gpu_smoke.json").read_text())["rows"]}
-    assert [rows[c]["status"] for c in configs] == ["pass", "pass", "pass"]
-    assert rows["configs/experiments/imagenet_lt/ce.yaml"]["status"] == "skipped"
-    assert rows["configs/experiments/digits_lt/ldam_drw.yaml"]["switches"] == "drw/active 0->1"
-    assert rows["configs/experiments/digits_lt/crt.yaml"]["switches"] == "classifier_retraining/stage 1->2"
-    assert "3 passed, 0 failed, 1 skipped" in proc.stdout
-    fit_config = yaml.safe_load((tmp_path / "smoke/configs/experiments/digits_lt/ce/fit/config.yaml").read_text())
+    rows = {r["run"]: r for r in json.loads((tmp_path / "smoke" / "gpu_smoke.json").read_text())["rows"]}
+    assert [rows[n]["status"] for n in names] == ["pass", "pass", "pass"]
+    assert rows["imagenet_lt/ce"]["status"] == "skipped"
+    assert rows["digits_lt/ldam_drw"]["configs"] == ["configs/data/digits_lt.yaml", "configs/method/ldam_drw.yaml"]
+    assert rows["digits_lt/ldam_drw"]["switches"] == "drw/active 0->1"
+    assert rows["digits_lt/crt"]["switches"] == "classifier_retraining/stage 1->2"
+    assert "| digits_lt/ldam_drw | pass |" in proc.stdout and "3 passed, 0 failed, 1 skipped" in proc.stdout
+    fit_config = yaml.safe_load((tmp_path / "smoke/digits_lt/ce/fit/config.yaml").read_text())
     assert fit_config["data"]["init_args"]["train_set_on_device"] is True and fit_config["trainer"]["max_epochs"] == 3
 
-    # a failing config: its error line in the table, exit 1
+    # a failing run (a broken overlay on every run): its error line in the table, exit 1
     bad = tmp_path / "bad.yaml"
-    bad.write_text(
-        (REPO / "configs/experiments/digits_lt/ce.yaml").read_text().replace("batch_size: 32", "batch_size: 0")
-    )
-    proc = _script(
-        "gpu_smoke.py", "--accelerator", "cpu", "--configs", str(bad), "--runs", str(tmp_path / "bad"), cwd=tmp_path
-    )
+    bad.write_text(yaml.safe_dump({"data": {"init_args": {"batch_size": 0}}}))
+    args = ["--accelerator", "cpu", "--configs", "digits_lt/ce", f"--override=--config={bad}"]
+    proc = _script("gpu_smoke.py", *args, "--runs", str(tmp_path / "bad"), cwd=tmp_path)
     assert proc.returncode == 1
     assert "FAIL (fit)" in proc.stdout and "batch_size must be >= 1, got 0" in proc.stdout

@@ -18,13 +18,14 @@ from PIL import Image
 
 from lt_lightning.cli import run as main
 from lt_lightning.data.digits import DigitsLTDataModule
+from lt_lightning.experiments import experiment_args
 from tests.test_ddp import _cli, _ddp
 
 REPO = Path(__file__).resolve().parents[1]
-CE = str(REPO / "configs" / "experiments" / "digits_lt" / "ce.yaml")
-POSTHOC = str(REPO / "configs" / "experiments" / "digits_lt" / "posthoc_logit_adjust.yaml")
-TAU_NORM = str(REPO / "configs" / "experiments" / "digits_lt" / "tau_norm.yaml")
-NCM = str(REPO / "configs" / "experiments" / "digits_lt" / "ncm.yaml")
+CE = tuple(experiment_args("digits_lt", "ce"))
+POSTHOC = tuple(experiment_args("digits_lt", "posthoc_logit_adjust"))
+TAU_NORM = tuple(experiment_args("digits_lt", "tau_norm"))
+NCM = tuple(experiment_args("digits_lt", "ncm"))
 #: the test-time rule each config installs (LongTailModule.test_output applies it in test and predict alike)
 RULES = {CE: [], POSTHOC: ["logit offset (post-hoc logit adjustment)"], TAU_NORM: ["test head"], NCM: ["test head"]}
 FIT = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3", "--trainer.enable_progress_bar", "false"]
@@ -41,12 +42,12 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 @pytest.mark.parametrize("config", list(RULES), ids=["ce", "posthoc_logit_adjust", "tau_norm", "ncm"])
 def test_predict_writes_the_test_predictions_with_the_test_time_rules(tmp_path, monkeypatch, config) -> None:
     monkeypatch.chdir(tmp_path)
-    main(["fit", "-c", config, *FIT])
-    tested = main(["test", "-c", config, "--ckpt_path", "last", *QUIET])
+    main(["fit", *config, *FIT])
+    tested = main(["test", *config, "--ckpt_path", "last", *QUIET])
     test_acc = float(tested.trainer.callback_metrics["test/acc"])
 
     out = tmp_path / "out" / "preds"
-    main(["predict", "-c", config, "--ckpt_path", "last", "--prediction.output", str(out), "--prediction.top_k", "3"])
+    main(["predict", *config, "--ckpt_path", "last", "--prediction.output", str(out), "--prediction.top_k", "3"])
     summary = json.loads((tmp_path / "out" / "preds.json").read_text())
     rows = _read_csv(tmp_path / "out" / "preds.csv")
 
@@ -66,8 +67,8 @@ def test_predict_writes_the_test_predictions_with_the_test_time_rules(tmp_path, 
 
 def test_predict_on_a_folder_gives_the_test_images_probabilities(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    main(["fit", "-c", CE, *FIT])
-    on_test = main(["predict", "-c", CE, "--ckpt_path", "last", "--prediction.output", "test_preds", *QUIET])
+    main(["fit", *CE, *FIT])
+    on_test = main(["predict", *CE, "--ckpt_path", "last", "--prediction.output", "test_preds", *QUIET])
     assert on_test.trainer.callbacks  # the CLI ran
 
     data = DigitsLTDataModule(imbalance_ratio=10.0)  # the config's data
@@ -80,7 +81,7 @@ def test_predict_on_a_folder_gives_the_test_images_probabilities(tmp_path, monke
     (folder / "notes.txt").write_text("not an image")
 
     source = ["--prediction.source", "my_digits", "--prediction.output", "folder_preds.csv", "--prediction.top_k", "10"]
-    main(["predict", "-c", CE, "--ckpt_path", "last", *source, *QUIET])
+    main(["predict", *CE, "--ckpt_path", "last", *source, *QUIET])
     folder_rows = _read_csv(tmp_path / "folder_preds.csv")
     assert [r["id"] for r in folder_rows] == [str(Path("my_digits") / "nested" / f"img_{i:03d}.png") for i in chosen]
     assert "true_class" not in folder_rows[0]
@@ -97,9 +98,9 @@ def test_predict_on_a_folder_gives_the_test_images_probabilities(tmp_path, monke
 
 def test_predict_on_the_training_split_has_one_row_per_training_image(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    main(["fit", "-c", CE, *FIT])
+    main(["fit", *CE, *FIT])
     source = ["--prediction.source", "train", "--prediction.output", "p", "--prediction.formats", "[csv]"]
-    main(["predict", "-c", CE, "--ckpt_path", "last", *source, *QUIET])
+    main(["predict", *CE, "--ckpt_path", "last", *source, *QUIET])
     rows = _read_csv(tmp_path / "p.csv")
     counts = np.bincount([int(r["true_class"]) for r in rows], minlength=10)
     assert counts.tolist() == [114, 88, 68, 52, 40, 31, 24, 19, 14, 11]
@@ -108,13 +109,12 @@ def test_predict_on_the_training_split_has_one_row_per_training_image(tmp_path, 
 
 def test_limited_predict_batches_write_the_predicted_images_with_a_warning(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    main(["fit", "-c", CE, *FIT])
+    main(["fit", *CE, *FIT])
     with pytest.warns(UserWarning, match=r"64 of the 400 images of 'test' were predicted"):
         main(
             [
                 "predict",
-                "-c",
-                CE,
+                *CE,
                 "--ckpt_path",
                 "last",
                 "--trainer.limit_predict_batches",
@@ -128,12 +128,12 @@ def test_limited_predict_batches_write_the_predicted_images_with_a_warning(tmp_p
 
 def test_predict_refuses_a_source_that_is_neither_a_split_nor_a_folder(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    main(["fit", "-c", CE, *FIT])
+    main(["fit", *CE, *FIT])
     with pytest.raises(ValueError, match=r"'no_such_dir' is neither a split .*--prediction\.source"):
-        main(["predict", "-c", CE, "--ckpt_path", "last", "--prediction.source", "no_such_dir", *QUIET])
+        main(["predict", *CE, "--ckpt_path", "last", "--prediction.source", "no_such_dir", *QUIET])
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="holds no image file"):
-        main(["predict", "-c", CE, "--ckpt_path", "last", "--prediction.source", "empty", *QUIET])
+        main(["predict", *CE, "--ckpt_path", "last", "--prediction.source", "empty", *QUIET])
 
 
 @pytest.mark.parametrize(
@@ -149,10 +149,10 @@ def test_prediction_writer_rejects_bad_options(kwargs, match) -> None:
 
 @pytest.mark.ddp
 def test_ddp_predict_writes_the_one_process_files(tmp_path: Path) -> None:
-    _cli(["fit", "-c", CE, *FIT], tmp_path)
+    _cli(["fit", *CE, *FIT], tmp_path)
     for devices in (1, 2):
         output = ["--prediction.output", f"p{devices}"]
-        _cli(["predict", "-c", CE, "--ckpt_path", "last", *output, *_ddp(devices)], tmp_path)
+        _cli(["predict", *CE, "--ckpt_path", "last", *output, *_ddp(devices)], tmp_path)
     one, two = (_read_csv(tmp_path / f"p{d}.csv") for d in (1, 2))
     assert len(one) == 400 and [r["id"] for r in two] == [r["id"] for r in one]
     for a, b in zip(one, two, strict=True):

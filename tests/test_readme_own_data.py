@@ -60,8 +60,10 @@ def test_the_section_has_fit_test_and_predict_for_a_folder_and_a_split_file() ->
     assert [c[1] for c in commands] == ["fit", "test", "predict", "fit", "test"]
     for command in commands:
         configs = [command[i + 1] for i, arg in enumerate(command) if arg == "-c"]
-        assert configs[0].startswith("configs/experiments/") and len(configs) == 2  # the method is one -c
-    assert "configs/data/folder_lt.yaml" in commands[0] and "configs/data/imagenet_lt.yaml" in commands[3]
+        # the recipe, the method, then the data overlay
+        assert len(configs) == 3 and configs[0] == "configs/data/cifar10_lt.yaml"
+        assert configs[1].startswith("configs/method/") and configs[2].startswith("configs/data/")
+    assert "configs/data/folder_lt.yaml" in commands[0] and "configs/data/split_files.yaml" in commands[3]
     for fit in (commands[0], commands[3]):
         assert "--trainer.max_epochs" in fit and "--data.init_args.cache_images" in fit
         assert "--data.init_args.augmentation_preset" in fit

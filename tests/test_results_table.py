@@ -61,9 +61,10 @@ def test_seeds_run_each_seed_once_and_report_mean_and_std(tmp_path: Path) -> Non
     assert accs[0] != accs[1]  # the seeds change the run
     mean, std = 100 * statistics.fmean(accs), 100 * statistics.stdev(accs)
     text = out.read_text()
-    assert f"| ce | `configs/experiments/digits_lt/ce.yaml` | 0, 1 | {mean:.2f} ± {std:.2f} | +0.00 |" in text
+    ce = "`configs/data/digits_lt.yaml + configs/method/ce.yaml`"
+    assert f"| ce | {ce} | 0, 1 | {mean:.2f} ± {std:.2f} | +0.00 |" in text
     bs = 100 * results["balanced_softmax"]["acc"]
-    config = "`configs/experiments/digits_lt/balanced_softmax.yaml`"
+    config = "`configs/data/digits_lt.yaml + configs/method/balanced_softmax.yaml`"
     assert f"| balanced_softmax | {config} | 0 | {bs:.2f} | {bs - mean:+.2f} |" in text
 
     # again: everything comes from the cache (no new run folder, same table)

@@ -25,7 +25,7 @@ reach the classifier multiplied by about 2, which doubles the gradients into the
 classifier's effective learning rate. On Digits-LT with the CE recipe (lr 0.05, 30 epochs; single CPU runs) the full
 BBN schedule reached 74.0% / 46.0% test accuracy with ``s = 2`` (seeds 0 / 1) and 94.25% with ``s = 1`` (CE: 93.25%);
 with ``α = 1`` fixed (conventional branch only, equivalent to CE) ``s = 2`` reached 64.5% validation accuracy where
-``s = 1`` and CE reached 94.5%. ``configs/experiments/digits_lt/bbn.yaml`` therefore uses ``s = 1``; the CIFAR
+``s = 1`` and CE reached 94.5%. ``configs/method/digits_lt/bbn.yaml`` therefore uses ``s = 1``; the CIFAR
 configs keep the reference's ``s = 2``.
 """
 

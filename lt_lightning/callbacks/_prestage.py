@@ -36,7 +36,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 def resolve_config(config: str | Path) -> Path:
     """``config`` as given (relative to the working directory), else relative to the lt_lightning checkout (so
-    ``configs/experiments/...`` paths in shipped configs work from any directory)."""
+    ``configs/...`` paths in shipped configs work from any directory)."""
     path = Path(config).expanduser()
     if path.is_file():
         return path

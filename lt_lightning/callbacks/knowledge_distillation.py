@@ -12,8 +12,8 @@ The teacher is *not* a sub-module of the student: the student's ``state_dict`` a
 The callback's checkpointed state is the teacher's checkpoint path, so a resumed fit reloads the very teacher it
 started with (even if the command now names another one; a warning says so).
 
-Without a checkpoint, ``teacher_config`` names the teacher's own YAML (e.g. the dataset's ``balanced_softmax.yaml``,
-DiVE's teacher): the teacher is fitted first, within the same command, by
+Without a checkpoint, ``teacher_config`` names the teacher's YAML files (e.g. ``[configs/data/D.yaml,
+configs/method/balanced_softmax.yaml]``, DiVE's teacher): the teacher is fitted first, within the same command, by
 :func:`~lt_lightning.callbacks._prestage.run_prestage` (a subprocess ``lt-lightning fit``, once; a later command with
 the same config, arguments and data reuses it). With ``share_data`` (default) that pre-stage gets the student's data
 arguments, so the teacher trains on the student's training set wherever the data lives (``--data.init_args.root``).
@@ -101,12 +101,13 @@ class KnowledgeDistillation(Callback):
 
         - class_path: lt_lightning.callbacks.knowledge_distillation.KnowledgeDistillation
           init_args:
-            teacher_config: configs/experiments/digits_lt/balanced_softmax.yaml   # or teacher_checkpoint: PATH
+            teacher_config: [configs/data/digits_lt.yaml, configs/method/balanced_softmax.yaml]  # or teacher_checkpoint
 
     Args:
         teacher_checkpoint: an lt_lightning checkpoint of the teacher (CLI or Python). Exactly one of this and
             ``teacher_config``.
-        teacher_config: the teacher's YAML; the teacher is fitted first within the same command (once: cached under
+        teacher_config: the teacher's YAML, or its composed YAML files in order (``[DATA, METHOD]``, as
+            ``-c DATA -c METHOD``); the teacher is fitted first within the same command (once: cached under
             ``prestage_dir``). ``configs/...`` paths are found in the lt_lightning checkout too.
         teacher_args: further CLI arguments of the teacher's fit (e.g. ``["--trainer.max_epochs=50"]``; they win over
             the budget).
@@ -126,7 +127,7 @@ class KnowledgeDistillation(Callback):
     def __init__(
         self,
         teacher_checkpoint: str | None = None,
-        teacher_config: str | None = None,
+        teacher_config: str | list[str] | None = None,
         teacher_args: list[str] | None = None,
         relative_epochs: float | None = 1.0,
         prestage_dir: str = "logs/prestages",
@@ -138,9 +139,15 @@ class KnowledgeDistillation(Callback):
                 "KnowledgeDistillation needs exactly one of teacher_checkpoint and teacher_config, got "
                 f"teacher_checkpoint={teacher_checkpoint!r}, teacher_config={teacher_config!r}"
             )
-        for name, value in (("teacher_checkpoint", teacher_checkpoint), ("teacher_config", teacher_config)):
-            if value is not None and (not isinstance(value, (str, os.PathLike)) or not os.fspath(value)):
-                raise ValueError(f"{name} must be a non-empty path, got {value!r}")
+        if teacher_checkpoint is not None and (
+            not isinstance(teacher_checkpoint, (str, os.PathLike)) or not os.fspath(teacher_checkpoint)
+        ):
+            raise ValueError(f"teacher_checkpoint must be a non-empty path, got {teacher_checkpoint!r}")
+        configs = [teacher_config] if isinstance(teacher_config, (str, os.PathLike)) else list(teacher_config or [])
+        if teacher_config is not None and (
+            not configs or not all(isinstance(c, (str, os.PathLike)) and os.fspath(c) for c in configs)
+        ):
+            raise ValueError(f"teacher_config must be a non-empty path or list of paths, got {teacher_config!r}")
         args = list(teacher_args or [])
         if not all(isinstance(a, str) for a in args):
             raise ValueError(f"teacher_args must be a list of strings, got {teacher_args!r}")
@@ -149,7 +156,7 @@ class KnowledgeDistillation(Callback):
                 f"teacher_args={teacher_args!r} are arguments of the teacher's fit: they need teacher_config"
             )
         self.teacher_checkpoint = None if teacher_checkpoint is None else os.fspath(teacher_checkpoint)
-        self.teacher_config = None if teacher_config is None else os.fspath(teacher_config)
+        self.teacher_config = None if teacher_config is None else [os.fspath(c) for c in configs]
         self.teacher_args = args
         self.relative_epochs = check_relative_epochs(relative_epochs)
         self.prestage_dir = prestage_dir
@@ -185,7 +192,8 @@ class KnowledgeDistillation(Callback):
         datamodule = trainer.datamodule
         if not self.share_data or datamodule is None:
             return args
-        named = _config_data_class(resolve_config(self.teacher_config))  # type: ignore[arg-type]
+        classes = [_config_data_class(resolve_config(c)) for c in self.teacher_config or []]
+        named = next((c for c in reversed(classes) if c is not None), None)  # the last file naming one wins
         if named is not None and named is not type(datamodule):
             raise ValueError(
                 f"KnowledgeDistillation: the teacher config {self.teacher_config} trains on {named.__name__} but the "
@@ -203,7 +211,9 @@ class KnowledgeDistillation(Callback):
             path = self.teacher_checkpoint
         else:
             args = self._prestage_args(trainer)
-            checkpoint = run_prestage(trainer, self.teacher_config, args, self.prestage_dir, "KnowledgeDistillation")
+            first, *more = self.teacher_config or []
+            more_args = [arg for extra in more for arg in ("-c", extra)]
+            checkpoint = run_prestage(trainer, first, [*more_args, *args], self.prestage_dir, "KnowledgeDistillation")
             path = os.fspath(checkpoint)
         self._student = pl_module
         self._use_teacher(path, pl_module)

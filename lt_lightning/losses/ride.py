@@ -195,7 +195,7 @@ class RIDELoss(ClassWeightedLoss):
     Defaults are the reference's ``RIDELoss`` defaults: ``max_m = 0.5``, ``s = 30``, ``base_loss_factor = 1``,
     ``additional_diversity_factor = -0.2``, ``base_diversity_temperature = 1``, ``reweight_factor = 0.05``. Its CIFAR
     config (``config_imbalance_cifar100_ride.json``) overrides the diversity factor to ``-0.45`` (set
-    ``diversity_factor=-0.45``, as ``configs/experiments/cifar*_lt/ride*.yaml`` do), with DRW (effective number,
+    ``diversity_factor=-0.45``, as ``configs/method/ride*.yaml`` do), with DRW (effective number,
     ``β = 0.9999``) from epoch 160 of 200.
 
     Args:

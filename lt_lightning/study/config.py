@@ -3,6 +3,7 @@
 Example (``configs/study/digits_lt.yaml``)::
 
     name: digits_lt                      # a label for titles and default folders
+    data_config: configs/data/digits_lt.yaml  # the dataset and its recipe, the first -c of every run
     data: {}                             # extra data arguments for every run: --data.init_args.<key>=<value>
     seeds: [0]                           # every (method, training set) runs once per seed
     budget: []                           # config files given after each method config (-c), e.g. a shorter schedule
@@ -12,11 +13,12 @@ Example (``configs/study/digits_lt.yaml``)::
     runs_dir: runs/study/digits_lt       # cached runs
     report_dir: docs/study/digits_lt     # tables, JSON, figures
     methods:
-      - {name: ce, config: configs/experiments/digits_lt/ce.yaml, family: baseline, stages: [ncm, crt, lws]}
-      - {name: focal, config: configs/experiments/digits_lt/focal.yaml, family: re-balancing}
+      - {name: ce, config: configs/method/ce.yaml, family: baseline, stages: [ncm, crt, lws]}
+      - {name: focal, config: configs/method/focal.yaml, family: re-balancing}
       - {name: crt_ce, from: ce, stage: crt, family: module}
 
-A method is either a **config** (a stand-alone ``lt-lightning fit`` YAML), run as it is on the long-tailed training
+A method is either a **config** (a method YAML: ``lt-lightning fit -c DATA_CONFIG -c CONFIG``, or a stand-alone one
+when the study has no ``data_config``), run as it is on the long-tailed training
 set and on its balanced reference set, or **derived**: ``from`` another method and ``stage`` one of its decoupled
 second stages (``ncm``, ``crt``, ``lws``), whose numbers are that stage run after the other method's fit, on each
 training set (how a two-stage method is measured at a budget too short for its own one-fit config). ``stages``
@@ -26,7 +28,7 @@ lists decoupled stages to measure on a config method's long-tailed runs for Tabl
 
 Relative paths of method configs and budget files are found from the study file (:func:`resolve_config_path`): in
 the study file's folder, else in the nearest folder above it that holds them (the repository root for the shipped
-``configs/study/*.yaml``, whose paths read ``configs/experiments/...``), else in the current directory; so a study
+``configs/study/*.yaml``, whose paths read ``configs/...``), else in the current directory; so a study
 runs from any directory. ``runs_dir`` and ``report_dir`` are outputs, relative to the current directory (like
 Lightning's ``logs/``; ``--runs-dir`` / ``--report-dir`` choose others).
 """
@@ -49,7 +51,19 @@ STAGES: tuple[str, ...] = ("ncm", "crt", "lws")
 """Decoupled second stages (Kang et al., ICLR 2020) after a joint fit: NCM (test time), cRT and LWS (a second fit)."""
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
-_KEYS = {"name", "data", "seeds", "budget", "extra", "baseline", "stage2_epochs", "runs_dir", "report_dir", "methods"}
+_KEYS = {
+    "name",
+    "data_config",
+    "data",
+    "seeds",
+    "budget",
+    "extra",
+    "baseline",
+    "stage2_epochs",
+    "runs_dir",
+    "report_dir",
+    "methods",
+}
 _METHOD_KEYS = {"name", "config", "family", "stages", "from", "stage", "extra"}
 
 
@@ -88,6 +102,7 @@ class StudyConfig:
     methods: tuple[MethodSpec, ...]
     seeds: tuple[int, ...] = (0,)
     data: Mapping[str, Any] = field(default_factory=dict)
+    data_config: str | None = None
     budget: tuple[str, ...] = ()
     extra: tuple[str, ...] = ()
     baseline: str = "ce"
@@ -125,6 +140,14 @@ def _str_list(value: Any, what: str) -> tuple[str, ...]:
     if isinstance(value, str) or not isinstance(value, Sequence) or not all(isinstance(v, str) for v in value):
         raise ValueError(f"{what} must be a list of strings, got {value!r}")
     return tuple(value)
+
+
+def _data_config(value: Any) -> str | None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ValueError(
+            f"data_config must be a path (the dataset's recipe, e.g. configs/data/digits_lt.yaml), got {value!r}"
+        )
+    return value
 
 
 def normalise_cli_args(args: Sequence[str]) -> tuple[str, ...]:
@@ -231,6 +254,7 @@ def parse_study(raw: Mapping[str, Any], path: str | None = None) -> StudyConfig:
         methods=methods,
         seeds=tuple(seeds),
         data=dict(data),
+        data_config=_data_config(raw.get("data_config")),
         budget=_str_list(raw.get("budget"), "budget"),
         extra=normalise_cli_args(_str_list(raw.get("extra"), "extra")),
         baseline=baseline,
@@ -245,7 +269,7 @@ def resolve_config_path(path: str, study_dir: Path) -> str:
     """Where a method config or budget file named ``path`` in a study file of folder ``study_dir`` is.
 
     An absolute ``path`` is itself. A relative one is looked for in ``study_dir``, then in each folder above it (the
-    first that holds it wins: the shipped studies name ``configs/experiments/...`` from the repository root), then
+    first that holds it wins: the shipped studies name ``configs/...`` from the repository root), then
     left relative to the current directory (where :func:`missing_files` reports it when it is not there either).
 
     Returns:
@@ -287,14 +311,18 @@ def load_study(path: str | Path) -> StudyConfig:
     methods = tuple(
         m if m.config is None else replace(m, config=resolve_config_path(m.config, file.parent)) for m in study.methods
     )
+    data_config = None if study.data_config is None else resolve_config_path(study.data_config, file.parent)
     return study.with_overrides(
-        methods=methods, budget=tuple(resolve_config_path(b, file.parent) for b in study.budget)
+        methods=methods,
+        data_config=data_config,
+        budget=tuple(resolve_config_path(b, file.parent) for b in study.budget),
     )
 
 
 def missing_files(study: StudyConfig) -> list[str]:
-    """Method configs and budget files of ``study`` that do not exist (paths as written)."""
-    paths = [m.config for m in study.methods if m.config is not None] + list(study.budget)
+    """The data config, method configs and budget files of ``study`` that do not exist (paths as written)."""
+    paths = [study.data_config] if study.data_config is not None else []
+    paths += [m.config for m in study.methods if m.config is not None] + list(study.budget)
     return [p for p in paths if not Path(p).is_file()]
 
 

@@ -12,9 +12,12 @@ epoch: nothing selects on the test set), then the decoupled stages it needs (:me
   with the backbone's BatchNorm in train mode, as the reference's ``run_networks.py``
   with ``init_from``: frozen backbone, class-balanced sampling), then its ``test``.
 
-Cache: a unit lives in ``<runs_dir>/<method>/<lt|balanced>-seed<S>-<key>/``, ``key`` a hash of the method config's
-and budget files' contents and of every argument, so a changed config or budget is a new run and never mixes with
-old numbers. Finished steps leave JSON files there (``result.json`` for the fit + test, ``stage-<name>.json`` for a
+Cache: a unit lives in ``<runs_dir>/<method>/<lt|balanced>-seed<S>-<key>/``, ``key`` a hash of the run its config and
+budget files resolve to (:func:`lt_lightning.run_identity.run_identity`: what the CLI builds from them, without
+loggers and other keys that never change the numbers) and of every argument, so a changed recipe or budget is a new
+run and never mixes with old numbers, while moving a config between files (``-c DATA -c METHOD``), a comment or a
+logger does not discard finished runs. Files that do not resolve are keyed by their contents (the run then reports
+the parse error). Finished steps leave JSON files there (``result.json`` for the fit + test, ``stage-<name>.json`` for a
 stage); running the study again skips them. A fit killed after some epochs resumes from its ``last.ckpt``.
 
 Failures: a failing step (a config that does not parse, a dataset too small for its balanced reference set, a crash)
@@ -27,6 +30,7 @@ jobs of a cluster array cover the grid once; afterwards ``--report-only`` writes
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -42,7 +46,7 @@ from lt_lightning.study.provenance import git_commit
 
 NCM_CALLBACK = "lt_lightning.callbacks.nearest_class_mean.NearestClassMean"
 RETRAINING_CALLBACK = "lt_lightning.callbacks.classifier_retraining.ClassifierRetraining"
-#: the reference settings of each stage's callback (the defaults of configs/experiments/*/{ncm,crt,lws}.yaml); their
+#: the reference settings of each stage's callback (the defaults of configs/method/{ncm,crt,lws}.yaml); their
 #: hash names the stage's files, so a change of settings is a new stage, never a stale cached one
 STAGE_ARGS: dict[str, tuple[str, ...]] = {
     "ncm": ("--trainer.callbacks.metric=squared_euclidean", "--trainer.callbacks.center=true"),
@@ -104,7 +108,8 @@ def unit_args(
     """The CLI arguments of a unit's ``fit`` and ``test`` (without logger and checkpoint arguments)."""
     if method.config is None:
         raise ValueError(f"method {method.name!r} is derived (from {method.source!r}): it has no runs of its own")
-    args = ["-c", method.config]
+    args = [] if study.data_config is None else ["-c", study.data_config]
+    args += ["-c", method.config]
     for budget in study.budget:
         args += ["-c", budget]
     args += [f"--data.init_args.{k}={_cli_value(v)}" for k, v in study.data.items()]
@@ -115,9 +120,25 @@ def unit_args(
 
 
 def unit_key(files: Sequence[str], args: Sequence[str]) -> str:
-    """12 hex digits of SHA-256 over the files' contents (``None`` if missing) and the arguments."""
-    payload = {"files": [file_sha256(f) for f in files], "args": list(args)}
+    """12 hex digits of SHA-256 over the run the files resolve to (:func:`files_identity`) and the arguments."""
+    payload = {"run": files_identity(tuple(files)), "args": list(args)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def files_identity(files: tuple[str, ...]) -> str:
+    """SHA-256 of :func:`~lt_lightning.run_identity.run_identity` of ``lt-lightning fit -c F1 -c F2 ...``; files
+    that do not resolve (a missing file, a parse error): ``files:`` and the SHA-256 of their contents instead."""
+    return _files_identity(files, tuple(file_sha256(f) for f in files))
+
+
+@functools.lru_cache(maxsize=256)
+def _files_identity(files: tuple[str, ...], contents: tuple[str | None, ...]) -> str:
+    from lt_lightning.run_identity import digest, resolve, run_identity  # local: resolving imports Lightning
+
+    try:
+        return digest(run_identity(resolve([arg for f in files for arg in ("-c", f)])))
+    except Exception:  # noqa: BLE001 - such a unit is keyed by its files and reports the error when it runs
+        return "files:" + digest(list(contents))
 
 
 def build_units(study: StudyConfig, extra: Sequence[str] = (), methods: Sequence[str] | None = None) -> list[Unit]:

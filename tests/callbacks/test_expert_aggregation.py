@@ -26,6 +26,7 @@ from lt_lightning.callbacks.expert_aggregation import (
 )
 from lt_lightning.data.synthetic import SyntheticLTDataModule
 from lt_lightning.data.transforms import DeviceAugmentation
+from lt_lightning.experiments import experiment_args
 from lt_lightning.heads.cosine import CosineHead
 from lt_lightning.heads.multi_expert import MultiExpertHead
 from lt_lightning.module import LongTailModule
@@ -241,7 +242,7 @@ def test_bad_input_errors(setup, tmp_path) -> None:
 @pytest.mark.ddp
 def test_ddp_ranks_hold_the_same_weights(tmp_path: Path) -> None:
     """2 CPU processes through the CLI (gloo): gradients summed across ranks, so both ranks log the same weights."""
-    config = REPO / "configs" / "experiments" / "digits_lt" / "sade.yaml"
+    config = experiment_args("digits_lt", "sade")
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
 
     def cli(args: list[str]) -> None:
@@ -249,13 +250,13 @@ def test_ddp_ranks_hold_the_same_weights(tmp_path: Path) -> None:
         proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
 
-    fit = ["fit", "-c", str(config), "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2"]
+    fit = ["fit", *config, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2"]
     cli([*fit, "--trainer.limit_val_batches", "0", "--trainer.logger", "false"])
     ckpt = next(tmp_path.rglob("last.ckpt"))
     out = tmp_path / "probe"
     probe = ["--trainer.callbacks+=tests.ddp_probe.EvalCountsProbe", "--trainer.callbacks.out_dir", str(out)]
     ddp = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"]
-    cli(["test", "-c", str(config), "--ckpt_path", str(ckpt), "--trainer.logger", "false", *ddp, *probe])
+    cli(["test", *config, "--ckpt_path", str(ckpt), "--trainer.logger", "false", *ddp, *probe])
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
     weights = [[r["logged"][f"test/expert_weight_{i}"] for i in range(3)] for r in ranks]
     assert weights[0] == weights[1]
@@ -265,7 +266,7 @@ def test_ddp_ranks_hold_the_same_weights(tmp_path: Path) -> None:
     # images per step, so the aggregation makes half as many SGD steps over other batches (measured: 0.029 apart)
     single = tmp_path / "single"
     one = ["--trainer.callbacks+=tests.ddp_probe.EvalCountsProbe", "--trainer.callbacks.out_dir", str(single)]
-    cli(["test", "-c", str(config), "--ckpt_path", str(ckpt), "--trainer.logger", "false", *one])
+    cli(["test", *config, "--ckpt_path", str(ckpt), "--trainer.logger", "false", *one])
     alone = json.loads((single / "rank0.json").read_text())["logged"]
     assert [alone[f"test/expert_weight_{i}"] for i in range(3)] == pytest.approx(weights[0], abs=0.05)
     assert alone["test/acc"] == pytest.approx(ranks[0]["logged"]["test/acc"], abs=0.02)

@@ -82,12 +82,12 @@ def test_a_failed_stage_raises_with_the_tail_of_its_log(tmp_path: Path) -> None:
 
 def test_configs_are_found_in_the_checkout_from_any_directory(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    found = resolve_config("configs/experiments/digits_lt/balanced_softmax.yaml")
-    assert found == REPO / "configs" / "experiments" / "digits_lt" / "balanced_softmax.yaml"
-    local = tmp_path / "configs" / "experiments" / "digits_lt" / "balanced_softmax.yaml"
+    found = resolve_config("configs/method/balanced_softmax.yaml")
+    assert found == REPO / "configs" / "method" / "balanced_softmax.yaml"
+    local = tmp_path / "configs" / "method" / "balanced_softmax.yaml"
     local.parent.mkdir(parents=True)
     local.write_text(TINY_DIGITS)
-    assert resolve_config("configs/experiments/digits_lt/balanced_softmax.yaml").resolve() == local  # cwd first
+    assert resolve_config("configs/method/balanced_softmax.yaml").resolve() == local  # cwd first
     with pytest.raises(FileNotFoundError, match="pre-stage config 'nope.yaml' does not exist"):
         resolve_config("nope.yaml")
     with pytest.raises(FileNotFoundError, match="does not exist"):

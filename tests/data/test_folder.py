@@ -197,7 +197,7 @@ def test_shipped_folder_config_runs_on_both_layouts(layout: str, tmp_path: Path,
         make_folder(tmp_path / "data" / "val", dict.fromkeys(CLASSES, 2), seed=1)
         make_folder(tmp_path / "data" / "test", dict.fromkeys(CLASSES, 3), seed=2)
     monkeypatch.chdir(tmp_path)
-    files = ("trainer/digits_30ep.yaml", "data/folder_lt.yaml", "model/ce_resnet32.yaml")
+    files = ("data/cifar10_lt.yaml", "method/ce.yaml", "data/folder_lt.yaml")
     cli = run(
         ["fit", *(x for f in files for x in ("-c", str(configs / f)))]
         + ["--data.init_args.root", "data", "--data.init_args.image_size", "8", "--data.init_args.num_workers", "0"]

@@ -88,7 +88,6 @@ def test_resize_follows_the_crop_and_inconsistent_pairs_are_refused() -> None:
         "data/folder_lt.yaml",
         "data/imagenet_lt.yaml",
         "data/places_lt.yaml",
-        "experiments/imagenet_lt/ce.yaml",
     ):
         assert "resize_size" not in yaml.safe_load((configs / name).read_text())["data"]["init_args"], name
 

@@ -20,6 +20,7 @@ from lt_lightning.data.test_agnostic import (
     resampled_counts,
     select_resampled_indices,
 )
+from lt_lightning.experiments import experiment_args
 from tests.conftest import ldam_reference_selection
 
 REPO = Path(__file__).resolve().parents[2]
@@ -149,10 +150,10 @@ def test_datamodule_option_changes_only_the_test_set() -> None:
 
 
 def test_datamodule_option_through_the_cli(tmp_path, monkeypatch) -> None:
-    path = REPO / "configs/experiments/digits_lt/ce.yaml"
+    configs = experiment_args("digits_lt", "ce")
     monkeypatch.chdir(tmp_path)
     fast = ["--trainer.fast_dev_run", "true", "--trainer.enable_progress_bar", "false"]
     forward = ["--data.init_args.test_distribution", "forward", "--data.init_args.test_imbalance_ratio", "10"]
-    cli = run(["test", "-c", str(path), "--ckpt_path", "untrained", *fast, *forward])  # the data is under test
+    cli = run(["test", *configs, "--ckpt_path", "untrained", *fast, *forward])  # the data is under test
     assert cli.datamodule.test_class_counts() == [40, 30, 23, 18, 14, 11, 8, 6, 5, 4]
     assert "test/acc" in cli.trainer.callback_metrics

@@ -25,10 +25,11 @@ from lt_lightning.data.views import (
     sample_crop_boxes,
     simclr_augment,
 )
+from lt_lightning.experiments import experiment_args
 from lt_lightning.module import LongTailModule
 
 REPO = Path(__file__).resolve().parents[2]
-DIGITS_SUPCON = REPO / "configs" / "experiments" / "digits_lt" / "supcon.yaml"
+DIGITS_SUPCON = experiment_args("digits_lt", "supcon")
 
 
 def _rand(b: int = 8, c: int = 3, h: int = 12, w: int = 12, seed: int = 0) -> Tensor:
@@ -393,8 +394,7 @@ def test_cli_fit_digits_supcon_with_simclr_views(tmp_path, monkeypatch) -> None:
     cli = main(
         [
             "fit",
-            "-c",
-            str(DIGITS_SUPCON),
+            *DIGITS_SUPCON,
             "--data.init_args.view_augment=simclr",
             "--trainer.fast_dev_run=true",
             "--trainer.enable_progress_bar=false",

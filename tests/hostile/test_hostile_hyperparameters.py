@@ -1,6 +1,7 @@
 """Absurd values for every numeric hyper-parameter of the Digits-LT experiment configs, through the real CLI parser.
 
-Discovery: every numeric ``init_args`` value of ``configs/experiments/digits_lt/*.yaml`` (callbacks, model backbone /
+Discovery: every numeric ``init_args`` value of the Digits-LT experiments (``configs/data/digits_lt.yaml`` merged with
+each method file) (callbacks, model backbone /
 classifier / criterion / optimizer / scheduler, data and its sampler), deduplicated by ``(class, argument)`` (the first
 config that has it is used). Each is replaced in turn by ``-1``, ``0``, ``nan``, ``10**12`` (integers) or ``-1.0``,
 ``0.0``, ``nan``, ``inf``, ``1e12`` (floats); ``10**12`` is left out for sizes that would allocate that many units
@@ -40,10 +41,13 @@ from typing import Any
 import pytest
 import yaml
 
+from lt_lightning.experiments import experiment_configs, methods
 from lt_lightning.schedule import run_epochs
+from tests.helpers import composed_yaml
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIGS = sorted((REPO / "configs" / "experiments" / "digits_lt").glob("*.yaml"))
+#: every Digits-LT method, by name (its files: ``lt_lightning.experiments.experiment_configs("digits_lt", name)``)
+CONFIGS = methods("digits_lt")
 
 HUGE_INT = 10**12
 INT_VALUES: tuple[Any, ...] = (-1, 0, math.nan, HUGE_INT)
@@ -187,8 +191,9 @@ def _walk(node: Any, path: list[Any], found: dict[tuple[str, str], tuple[Path, l
 
 
 @functools.cache
-def _load(config: Path) -> dict:
-    return yaml.safe_load(config.read_text())
+def _load(config: str) -> dict:
+    """The YAML a Digits-LT method's two files say, merged (:func:`tests.helpers.composed_yaml`)."""
+    return composed_yaml(experiment_configs("digits_lt", config))
 
 
 @functools.cache

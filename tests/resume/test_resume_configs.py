@@ -1,6 +1,7 @@
 """Resume conformance over every Digits-LT experiment config (discovered: a new config joins without new code).
 
-For each ``configs/experiments/digits_lt/*.yaml``, shortened to 2 training batches per epoch and 26 fewer epochs (a
+For each Digits-LT experiment (``-c configs/data/digits_lt.yaml -c <method config>``),
+shortened to 2 training batches per epoch and 26 fewer epochs (a
 two-stage config keeps its stage 2), the real CLI instantiates the run and one uninterrupted fit writes checkpoints
 at the stop points:
 
@@ -26,13 +27,13 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-import yaml
 
 from lt_lightning.cli import LongTailCLI
-from tests.helpers import assert_equal_states
+from lt_lightning.experiments import experiment_args, experiment_configs, methods
+from tests.helpers import assert_equal_states, composed_yaml
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIGS = sorted((REPO / "configs" / "experiments" / "digits_lt").glob("*.yaml"))
+CONFIGS = methods("digits_lt")  # by name: -c configs/data/digits_lt.yaml -c <method config>
 #: one config per kind of schedule switch, run in CI (the rest are ``slow``)
 IN_CI = {
     "ce",  # plain: mid-epoch and boundary
@@ -50,14 +51,14 @@ BATCHES = 2
 
 def _params():
     for config in CONFIGS:
-        marks = [] if config.stem in IN_CI else [pytest.mark.slow]
-        if config.stem not in IN_CI and not SLOW:
+        marks = [] if config in IN_CI else [pytest.mark.slow]
+        if config not in IN_CI and not SLOW:
             marks.append(pytest.mark.skip(reason="slow: LT_LIGHTNING_SLOW=1 runs every config"))
-        yield pytest.param(config, id=config.stem, marks=marks)
+        yield pytest.param(config, id=config, marks=marks)
 
 
-def _short_epochs(config: Path) -> int:
-    epochs = int(yaml.safe_load(config.read_text())["trainer"]["max_epochs"])
+def _short_epochs(config: str) -> int:
+    epochs = int(composed_yaml(experiment_configs("digits_lt", config))["trainer"]["max_epochs"])
     return max(epochs - 26, 4)
 
 
@@ -117,10 +118,9 @@ def _shorten_prestages(trainer: L.Trainer, tmp: Path) -> None:
                 callback.prestage_dir = str(tmp / "prestages")
 
 
-def _cli(config: Path, tmp: Path, epochs: int) -> LongTailCLI:
+def _cli(config: str, tmp: Path, epochs: int) -> LongTailCLI:
     args = [
-        "-c",
-        str(config),
+        *experiment_args("digits_lt", config),
         f"--trainer.max_epochs={epochs}",
         f"--trainer.limit_train_batches={BATCHES}",
         "--trainer.limit_val_batches=1",
@@ -134,7 +134,7 @@ def _cli(config: Path, tmp: Path, epochs: int) -> LongTailCLI:
     return LongTailCLI(args=args, run=False)
 
 
-def _fit(config: Path, tmp: Path, epochs: int, extra=(), ckpt_path: str | None = None):
+def _fit(config: str, tmp: Path, epochs: int, extra=(), ckpt_path: str | None = None):
     cli = _cli(config, tmp, epochs)
     recorder = RecordBatches()
     cli.trainer.callbacks.extend([recorder, *extra])
@@ -145,7 +145,7 @@ def _fit(config: Path, tmp: Path, epochs: int, extra=(), ckpt_path: str | None =
 
 @pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("config", _params())
-def test_resume_from_every_stop_point_is_the_uninterrupted_run(config: Path, tmp_path: Path, monkeypatch) -> None:
+def test_resume_from_every_stop_point_is_the_uninterrupted_run(config: str, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)  # ModelCheckpoint dirs, pre-stages and logs stay in the test's folder
     epochs = _short_epochs(config)
     # a first uninterrupted run finds the switches, a second writes the checkpoints (same run, same numbers)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from lt_lightning.experiments import method_config, methods
 from lt_lightning.study.config import FAMILIES, load_study, missing_files, parse_study
 from lt_lightning.study.grid import build_units, check_fit_finished, parse_shard, shard_units
 from lt_lightning.study.launch import Launch, RunFailed, error_summary
@@ -26,8 +27,10 @@ def test_every_study_config_parses_and_its_files_exist(path: Path, monkeypatch) 
 def test_digits_study_covers_every_digits_experiment(monkeypatch) -> None:
     monkeypatch.chdir(REPO)
     study = load_study(REPO / "configs" / "study" / "digits_lt.yaml")
-    listed = {Path(m.config).name for m in study.methods if m.config}
-    assert listed == {p.name for p in (REPO / "configs" / "experiments" / "digits_lt").glob("*.yaml")}
+    assert study.data_config == "configs/data/digits_lt.yaml"
+    listed = {m.config for m in study.methods if m.config}
+    shipped = {str(method_config("digits_lt", m).relative_to(REPO)) for m in methods("digits_lt")}
+    assert listed == shipped
 
 
 def _study(**changes) -> dict:
@@ -55,11 +58,21 @@ def _study(**changes) -> dict:
         ({"baseline": "nope"}, "baseline 'nope' is not one of"),
         ({"data": {"balanced_reference": True}}, "must not set balanced_reference"),
         ({"stage2_epochs": 0}, "stage2_epochs must be"),
+        ({"data_config": 3}, "data_config must be a path"),
     ],
 )
 def test_bad_study_is_a_clear_error(changes: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_study(_study(**changes))
+
+
+def test_data_config_is_the_first_file_of_every_run(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in ("d.yaml", "ce.yaml", "focal.yaml"):
+        (tmp_path / name).write_text("a: 1\n")
+    units = build_units(parse_study(_study(data_config="d.yaml")))
+    assert all(list(u.args[:4]) == ["-c", "d.yaml", "-c", f"{u.method.name}.yaml"] for u in units)
+    assert list(units[0].files) == ["d.yaml", "ce.yaml"]
 
 
 def test_stages_needed_and_grid_order(tmp_path: Path, monkeypatch) -> None:

@@ -68,11 +68,13 @@ def test_the_shipped_studies_resolve_from_any_directory(tmp_path: Path, monkeypa
     for path in sorted((REPO / "configs" / "study").glob("*.yaml")):
         study = load_study(path)
         assert missing_files(study) == [], path
+        assert Path(study.data_config).is_relative_to(REPO / "configs"), path
         for method in study.methods:
             assert method.config is None or Path(method.config).is_relative_to(REPO / "configs"), method
     monkeypatch.chdir(REPO)
     study = load_study("configs/study/digits_lt.yaml")
-    assert all(m.config is None or m.config.startswith("configs/experiments/") for m in study.methods)  # unchanged
+    assert study.data_config == "configs/data/digits_lt.yaml"  # as written
+    assert all(m.config is None or m.config.startswith("configs/method/") for m in study.methods)
 
 
 def test_cache_keys_do_not_depend_on_the_current_directory(tmp_path: Path, monkeypatch) -> None:
