@@ -92,6 +92,17 @@ class ClassifierVariant:
         """Give the classifier its stage-start weights (seeded with ``seed``)."""
         raise NotImplementedError
 
+    def after_epoch(self, classifier: nn.Module) -> None:
+        """Called at the end of each training epoch of the stage (``on_train_epoch_end``: after the epoch's
+        validation, before its checkpoint), e.g. a projection of the classifier's weights."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """What the variant carries through the stage (checkpointed with the callback, restored on resume)."""
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (a resumed stage does not call :meth:`reinitialise` again)."""
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -279,7 +290,16 @@ class ClassifierRetraining(FrozenStage):
         return {"method": self.method, "start_epoch": self.start_epoch, "init_from": self.init_from}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"method": self.method, **super().state_dict()}
+        return {"method": self.method, "variant": self.variant.state_dict(), **super().state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self.variant.load_state_dict(state_dict.get("variant") or {})
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # before the epoch's checkpoint (Lightning runs checkpoint callbacks last); the epoch's validation ran already
+        if self.active:
+            self.variant.after_epoch(pl_module.classifier)
 
     def _prepare(self, pl_module: pl.LightningModule) -> None:
         self.variant.prepare(pl_module)
