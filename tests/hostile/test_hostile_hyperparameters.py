@@ -82,6 +82,7 @@ DOMAINS: dict[tuple[str, str], str] = {
     ("CosineHead", "scale"): "float>0",
     ("ClassifierRetraining", "epochs"): "epoch_or_fraction",
     ("ClassifierRetraining", "classifier_lr_factor"): "float>0",
+    ("MaxNormFinetune", "thresh"): "[0,1]",
     ("BatchMixing", "alpha"): "float>0",
     ("BatchMixing", "prob"): "[0,1]",
     ("BatchMixing", "stop_epoch"): "float",  # an epoch, a fraction, or negative: the last k epochs (or -f) unmixed

@@ -44,6 +44,7 @@ IN_CI = {
     "bbn",  # cumulative learning: alpha every epoch, bilateral sampler
     "paco",  # momentum encoder and queue in the callback state
     "sade",  # multi-expert losses
+    "weight_balancing",  # a classifier variant with checkpointed state (the MaxNorm threshold), projected per epoch
 }
 SLOW = os.environ.get("LT_LIGHTNING_SLOW") == "1"
 BATCHES = 2
