@@ -20,16 +20,14 @@ from collections.abc import Sequence
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from lt_lightning._checks import check_int
 from lt_lightning.schedule import EpochValue, current_run, resolve_epoch, resolve_length
 
 
 def _run_length(total_epochs: int | None) -> tuple[int | None, bool]:
     """``(total_epochs, True)`` if given, else the ``(length, strict)`` of the run the module builds the scheduler
     for."""
-    if total_epochs is not None and (isinstance(total_epochs, bool) or not isinstance(total_epochs, int)):
-        raise ValueError(f"total_epochs must be an integer >= 1 or None, got {total_epochs!r}")
-    if total_epochs is not None and total_epochs < 1:
-        raise ValueError(f"total_epochs must be an integer >= 1 or None, got {total_epochs!r}")
+    check_int("total_epochs", total_epochs, minimum=1, or_none=True)
     return (total_epochs, True) if total_epochs is not None else current_run()
 
 

@@ -39,6 +39,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from lt_lightning._checks import check_int, is_integer, is_number
 from lt_lightning.backbones.base import Backbone
 from lt_lightning.data.transforms import random_crop_with_padding, random_horizontal_flip
 from lt_lightning.losses.contrastive import simclr_loss
@@ -177,12 +178,10 @@ class SelfSupervisedPretraining(LongTailModule):
             raise ValueError(f"task must be 'rotation' or 'simclr', got {task!r}")
         if rotations not in ("random", "all"):
             raise ValueError(f"rotations must be 'random' or 'all', got {rotations!r}")
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+        if not is_number(temperature) or not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
-        if isinstance(projection_dim, bool) or not isinstance(projection_dim, int) or projection_dim < 1:
-            raise ValueError(f"projection_dim must be an integer >= 1, got {projection_dim!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed must be an integer, got {seed!r}")
+        check_int("projection_dim", projection_dim, minimum=1)
+        check_int("seed", seed)
         super().__init__(
             backbone,
             num_classes,
@@ -216,7 +215,7 @@ class SelfSupervisedPretraining(LongTailModule):
             return
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         views = getattr(datamodule, "views", None)
-        if isinstance(views, bool) or not isinstance(views, int) or views < 2:
+        if not is_integer(views) or views < 2:
             raise ValueError(
                 "SelfSupervisedPretraining(task='simclr') needs a LongTailDataModule with views >= 2 "
                 f"(data.init_args.views: 2); got views={views!r} from {type(datamodule).__name__}"

@@ -24,6 +24,8 @@ from contextvars import ContextVar
 
 from lightning.pytorch.utilities import rank_zero_warn
 
+from lt_lightning._checks import is_number
+
 #: an absolute epoch (``int``) or a fraction of the run (``float`` in ``(0, 1)``)
 EpochValue = int | float
 
@@ -37,7 +39,7 @@ def validate_epoch_value(value: EpochValue, name: str) -> EpochValue:
         ValueError: anything else (``1.0``, a negative number, a bool, a string), naming ``name``.
     """
     message = f"{name} must be an integer epoch >= 0 or a fraction of the run in (0, 1), got {value!r}"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not is_number(value):
         raise ValueError(message)
     if isinstance(value, int):
         if value < 0:

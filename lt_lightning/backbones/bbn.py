@@ -37,6 +37,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from lt_lightning._checks import check_float
 from lt_lightning.backbones.resnet_cifar import BasicBlock, ResNetCifar
 
 __all__ = ["BBNResNetCifar", "check_alpha"]
@@ -44,9 +45,7 @@ __all__ = ["BBNResNetCifar", "check_alpha"]
 
 def check_alpha(alpha: float, name: str = "alpha") -> float:
     """``alpha`` as a float if it lies in ``[0, 1]``, else ``ValueError``."""
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= float(alpha) <= 1.0:
-        raise ValueError(f"{name} must be a number in [0, 1], got {alpha!r}")
-    return float(alpha)
+    return float(check_float(name, alpha, minimum=0, maximum=1))
 
 
 class BBNResNetCifar(ResNetCifar):

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from lt_lightning._checks import check_int
 from lt_lightning.backbones.resnet_cifar import ResNetCifar
 
 
@@ -46,8 +47,7 @@ class MultiExpertResNetCifar(ResNetCifar):
         in_channels: int = 3,
     ) -> None:
         super().__init__(depth=depth, widths=widths, in_channels=in_channels)
-        if isinstance(num_experts, bool) or not isinstance(num_experts, int) or num_experts < 1:
-            raise ValueError(f"num_experts must be an integer >= 1, got {num_experts!r}")
+        check_int("num_experts", num_experts, minimum=1)
         if shared_stages not in (0, 1, 2):
             raise ValueError(f"shared_stages must be 0, 1 or 2, got {shared_stages!r}")
         widths = self.widths

@@ -11,6 +11,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from lt_lightning._checks import check_int, is_integer
 from lt_lightning.backbones.base import Backbone
 
 __all__ = ["BasicBlock", "ResNet20", "ResNet32", "ResNet44", "ResNet56", "ResNet110", "ResNetCifar"]
@@ -73,15 +74,14 @@ class ResNetCifar(Backbone):
 
     def __init__(self, depth: int = 32, widths: tuple[int, int, int] = (16, 32, 64), in_channels: int = 3) -> None:
         super().__init__()
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6 != 0:
+        if not is_integer(depth) or depth < 8 or (depth - 2) % 6 != 0:
             raise ValueError(f"depth must be 6n + 2 with n >= 1 (20, 32, 44, 56, 110, ...), got {depth!r}")
         widths = tuple(widths)
         if len(widths) != 3 or any(not isinstance(w, int) or w <= 0 for w in widths):
             raise ValueError(f"widths must be three positive integers, got {widths!r}")
         if not widths[0] <= widths[1] <= widths[2]:
             raise ValueError(f"widths must be non-decreasing (option-A shortcuts zero-pad channels), got {widths!r}")
-        if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels <= 0:
-            raise ValueError(f"in_channels must be a positive integer, got {in_channels!r}")
+        check_int("in_channels", in_channels, minimum=1)
         self.depth = depth
         self.widths = widths
         self.in_channels = in_channels

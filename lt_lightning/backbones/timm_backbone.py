@@ -9,6 +9,7 @@ import timm
 from timm.models import adapt_input_conv
 from torch import Tensor, nn
 
+from lt_lightning._checks import check_int
 from lt_lightning.backbones._checkpoint import describe_mismatch, drop_prefixed, match_prefix, read_state_dict
 from lt_lightning.backbones.base import Backbone
 
@@ -58,8 +59,7 @@ class TimmBackbone(Backbone):
             raise ValueError(
                 f"model_name={model_name!r} is not a timm model; close matches: {_close_matches(model_name)}"
             )
-        if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels <= 0:
-            raise ValueError(f"in_channels must be a positive integer, got {in_channels!r}")
+        check_int("in_channels", in_channels, minimum=1)
         if not 0.0 <= drop_rate < 1.0:
             raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate!r}")
         if pretrained and checkpoint_path is not None:

@@ -20,7 +20,6 @@ returns the path of its ``last.ckpt``:
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import subprocess
 import sys
@@ -32,6 +31,8 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 from lightning.pytorch.utilities import rank_zero_info
+
+from lt_lightning._checks import check_float
 
 
 def resolve_config(config: str | Path) -> Path:
@@ -107,11 +108,8 @@ def recorded_data_arguments(datamodule: pl.LightningDataModule, skip: frozenset[
 
 def check_relative_epochs(value: float | None) -> float | None:
     """``value`` if it is ``None`` or a finite number ``> 0`` (the earlier stage's epochs per epoch of this fit)."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
-        raise ValueError(f"relative_epochs must be a finite number > 0 or None, got {value!r}")
-    return float(value)
+    value = check_float("relative_epochs", value, minimum=0, exclusive_minimum=True, or_none=True)
+    return None if value is None else float(value)
 
 
 def budget_arguments(trainer: pl.Trainer, relative_epochs: float | None) -> list[str]:

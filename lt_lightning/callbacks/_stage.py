@@ -34,6 +34,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
+from lt_lightning._checks import check_int
 from lt_lightning._lightning_compat import ddp_finds_unused_parameters
 from lt_lightning.callbacks._schedule import EpochSchedule
 from lt_lightning.callbacks.data_fingerprint import check_init_from, data_mismatch_allowed
@@ -132,8 +133,7 @@ class FrozenStage(EpochSchedule):
                 )
         if init_from is not None and not init_from:
             raise ValueError("init_from must be a checkpoint path or None, got ''")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed must be an integer, got {seed!r}")
+        check_int("seed", seed)
         self.start_epoch = start_epoch
         self.epochs = epochs
         self.init_from = init_from

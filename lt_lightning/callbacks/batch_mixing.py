@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lt_lightning._checks import check_float, check_int, check_probability
 from lt_lightning.callbacks._schedule import EpochSchedule
 from lt_lightning.data.mixing import check_alpha, cutmix, cutmix_box, mix_targets, mixup, remix_label_weights
 from lt_lightning.schedule import resolve_length, validate_epoch_value
@@ -81,18 +82,14 @@ class BatchMixing(EpochSchedule):
         if method not in ("mixup", "cutmix", "remix"):
             raise ValueError(f"method must be 'mixup', 'cutmix' or 'remix', got {method!r}")
         alpha = check_alpha(alpha)
-        if isinstance(kappa, bool) or not isinstance(kappa, (int, float)) or not (np.isfinite(kappa) and kappa > 1):
-            raise ValueError(f"kappa must be a finite number > 1, got {kappa!r}")
-        if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0.0 < tau <= 1.0:
-            raise ValueError(f"tau must be in (0, 1], got {tau!r}")
-        if isinstance(prob, bool) or not isinstance(prob, (int, float)) or not 0.0 <= prob <= 1.0:
-            raise ValueError(f"prob must be in [0, 1], got {prob!r}")
+        check_float("kappa", kappa, minimum=1, exclusive_minimum=True)
+        check_float("tau", tau, minimum=0, maximum=1, exclusive_minimum=True, what="a finite number in (0, 1]")
+        check_probability("prob", prob)
         if isinstance(stop_epoch, (int, float)) and not isinstance(stop_epoch, bool) and stop_epoch < 0:
             validate_epoch_value(-stop_epoch, "stop_epoch (negated: the epochs without mixing at the end)")
         elif stop_epoch is not None:
             stop_epoch = validate_epoch_value(stop_epoch, "stop_epoch")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+        check_int("seed", seed, minimum=0)
         self.method = method
         self.alpha = alpha
         self.kappa = float(kappa)

@@ -31,6 +31,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 
+from lt_lightning._checks import check_int
 from lt_lightning.callbacks._schedule import EpochSchedule
 from lt_lightning.data.bilateral_sampler import BilateralSampler
 
@@ -39,10 +40,8 @@ __all__ = ["CumulativeLearning", "parabolic_decay"]
 
 def parabolic_decay(epoch: int, total_epochs: int) -> float:
     """BBN's ``α = 1 - (epoch / total_epochs)^2`` at the 0-based ``epoch``, 0 from ``epoch >= total_epochs``."""
-    if isinstance(total_epochs, bool) or not isinstance(total_epochs, int) or total_epochs < 1:
-        raise ValueError(f"total_epochs must be an integer >= 1, got {total_epochs!r}")
-    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-        raise ValueError(f"epoch must be an integer >= 0, got {epoch!r}")
+    check_int("total_epochs", total_epochs, minimum=1)
+    check_int("epoch", epoch, minimum=0)
     return max(0.0, 1.0 - (epoch / total_epochs) ** 2)
 
 
@@ -66,10 +65,7 @@ class CumulativeLearning(EpochSchedule):
 
     def __init__(self, total_epochs: int | None = None) -> None:
         super().__init__()
-        if total_epochs is not None and (
-            isinstance(total_epochs, bool) or not isinstance(total_epochs, int) or total_epochs < 1
-        ):
-            raise ValueError(f"total_epochs must be an integer >= 1 or None, got {total_epochs!r}")
+        check_int("total_epochs", total_epochs, minimum=1, or_none=True)
         self.total_epochs = total_epochs
         self._resolved_total: int | None = total_epochs
         self.alpha: float | None = None

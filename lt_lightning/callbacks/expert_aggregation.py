@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
+from lt_lightning._checks import check_float, check_int
 from lt_lightning._lightning_compat import unwrap_batch_sampler
 from lt_lightning.output import ModelOutput
 from lt_lightning.slots import require_long_tail_module
@@ -94,11 +95,7 @@ def prediction_stability(expert_logits_1: Tensor, expert_logits_2: Tensor, weigh
 
 
 def _check_positive(name: str, value: float, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
-    return float(value)
+    return float(check_float(name, value, minimum=0, exclusive_minimum=not allow_zero))
 
 
 class TestTimeAggregation(Callback):
@@ -135,10 +132,8 @@ class TestTimeAggregation(Callback):
         seed: int = 0,
         augmentation: nn.Module | None = None,
     ) -> None:
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-            raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
-        if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
-            raise ValueError(f"max_steps must be an integer >= 1 or None, got {max_steps!r}")
+        check_int("epochs", epochs, minimum=1)
+        check_int("max_steps", max_steps, minimum=1, or_none=True)
         self.epochs = epochs
         self.lr = _check_positive("lr", lr)
         self.momentum = _check_positive("momentum", momentum, allow_zero=True)

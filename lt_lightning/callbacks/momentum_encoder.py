@@ -32,6 +32,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 
+from lt_lightning._checks import check_float, check_int
 from lt_lightning.heads.projection import PROJECTION_KEY
 from lt_lightning.losses.paco import MOMENTUM_KEYS, QUEUE_KEYS, QUEUE_LABELS
 from lt_lightning.output import ModelOutput, as_output
@@ -60,12 +61,9 @@ class MomentumEncoder(Callback):
     """
 
     def __init__(self, momentum: float = 0.999, queue_size: int = 1024, views: int | None = None) -> None:
-        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"momentum must be in [0, 1], got {momentum!r}")
-        if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 0:
-            raise ValueError(f"queue_size must be an integer >= 0, got {queue_size!r}")
-        if views is not None and (isinstance(views, bool) or not isinstance(views, int) or views < 1):
-            raise ValueError(f"views must be None or an integer >= 1, got {views!r}")
+        check_float("momentum", momentum, minimum=0, maximum=1)
+        check_int("queue_size", queue_size, minimum=0)
+        check_int("views", views, minimum=1, or_none=True)
         self.momentum = float(momentum)
         self.queue_size = queue_size
         self.views = views

@@ -30,6 +30,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
+from lt_lightning._checks import check_int
 from lt_lightning.data.predict_source import check_predict_source
 
 #: the formats ``PredictionWriter`` can write
@@ -58,8 +59,7 @@ class PredictionWriter(BasePredictionWriter):
         super().__init__(write_interval="batch")
         if not isinstance(source, str) or not source:
             raise ValueError(f"source must be 'test', 'val', 'train' or a folder, got {source!r}")
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
+        check_int("top_k", top_k, minimum=1)
         formats = tuple(formats)
         unknown = [f for f in formats if f not in FORMATS]
         if unknown or not formats:

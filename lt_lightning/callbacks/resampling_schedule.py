@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 
+from lt_lightning._checks import check_int
 from lt_lightning.callbacks._schedule import EpochSchedule
 from lt_lightning.data.resampling import DeferredResampler, ProgressiveSampler, progressive_mixing
 from lt_lightning.schedule import validate_epoch_value
@@ -72,8 +73,7 @@ class ResamplingSchedule(EpochSchedule):
         super().__init__()
         if schedule not in ("progressive", "drs"):
             raise ValueError(f"schedule must be 'progressive' or 'drs', got {schedule!r}")
-        if total_epochs is not None and (isinstance(total_epochs, bool) or not isinstance(total_epochs, int)):
-            raise ValueError(f"total_epochs must be an integer or None, got {total_epochs!r}")
+        check_int("total_epochs", total_epochs, or_none=True)
         if schedule == "drs":
             if switch_epoch is None:
                 raise ValueError("schedule='drs' needs switch_epoch (an epoch >= 0 or a fraction in (0, 1)), got None")

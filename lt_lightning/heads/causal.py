@@ -26,6 +26,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from lt_lightning._checks import check_int
+
 _EPS = 1e-12
 
 
@@ -110,8 +112,7 @@ class CausalHead(nn.Module):
         super().__init__()
         if in_features <= 0 or num_classes <= 0:
             raise ValueError(f"in_features and num_classes must be positive, got {in_features}, {num_classes}")
-        if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
-            raise ValueError(f"num_heads must be an integer >= 1, got {num_heads!r}")
+        check_int("num_heads", num_heads, minimum=1)
         if in_features % num_heads:
             raise ValueError(f"in_features={in_features} must be divisible by num_heads={num_heads}")
         if not (tau > 0 and math.isfinite(tau)):

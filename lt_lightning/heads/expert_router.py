@@ -28,6 +28,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from lt_lightning._checks import check_int
+
 __all__ = [
     "ExpertRouter",
     "cumulative_mean_logits",
@@ -139,8 +141,7 @@ class ExpertRouter(nn.Module):
             ("top_k", top_k, 1),
             ("hidden_features", hidden_features, 1),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+            check_int(name, value, minimum=low)
         if top_k > num_classes:
             raise ValueError(f"top_k={top_k} must not exceed num_classes={num_classes}")
         self.num_experts = num_experts

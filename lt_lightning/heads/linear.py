@@ -7,6 +7,8 @@ from typing import Literal
 
 from torch import Tensor, nn
 
+from lt_lightning._checks import check_float
+
 LinearInit = Literal["default", "kaiming_normal"]
 BiasInit = float | Literal["uniform_prior"] | None
 
@@ -80,9 +82,7 @@ class LinearHead(nn.Module):
             if num_classes < 2:
                 raise ValueError(f"bias_init='uniform_prior' (-log(C - 1)) needs num_classes >= 2, got {num_classes}")
             return -math.log(num_classes - 1)
-        if isinstance(bias_init, bool) or not isinstance(bias_init, (int, float)) or not math.isfinite(bias_init):
-            raise ValueError(f"bias_init must be None, a finite number or 'uniform_prior', got {bias_init!r}")
-        return float(bias_init)
+        return float(check_float("bias_init", bias_init, what="None, a finite number or 'uniform_prior'"))
 
     def no_weight_decay_names(self) -> set[str]:
         """Names (relative to this head) of the parameters to keep out of weight decay: ``{"fc.bias"}`` or none."""

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from lt_lightning._checks import check_int
 from lt_lightning.heads.linear import LinearHead
 from lt_lightning.output import ModelOutput
 
@@ -37,8 +38,7 @@ class MultiExpertHead(nn.Module):
         expert_head: Callable[[int, int], nn.Module] = LinearHead,
     ) -> None:
         super().__init__()
-        if isinstance(num_experts, bool) or not isinstance(num_experts, int) or num_experts < 1:
-            raise ValueError(f"num_experts must be an integer >= 1, got {num_experts!r}")
+        check_int("num_experts", num_experts, minimum=1)
         if in_features <= 0 or num_classes <= 0:
             raise ValueError(f"in_features and num_classes must be positive, got {in_features}, {num_classes}")
         self.num_experts = num_experts

@@ -24,6 +24,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from lt_lightning._checks import check_int
 from lt_lightning.heads.expert_router import (
     ExpertRouter,
     check_threshold,
@@ -64,8 +65,7 @@ class RoutedMultiExpertHead(MultiExpertHead):
         hidden_features: int = 16,
         threshold: float = 0.5,
     ) -> None:
-        if isinstance(num_experts, bool) or not isinstance(num_experts, int) or num_experts < 2:
-            raise ValueError(f"routing needs num_experts >= 2, got {num_experts!r}")
+        check_int("num_experts", num_experts, minimum=2, what="an integer >= 2 (routing needs two experts or more)")
         super().__init__(in_features, num_classes, num_experts, expert_head)
         self.router = ExpertRouter(in_features, num_classes, num_experts, top_k, hidden_features)
         self.threshold = check_threshold(threshold)

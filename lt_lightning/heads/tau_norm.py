@@ -14,17 +14,15 @@ drops it); the authors' script (facebookresearch/classifier-balancing ``tau_norm
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from lt_lightning._checks import check_float
+
 
 def _check_tau(tau: float) -> float:
-    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not math.isfinite(tau) or tau < 0:
-        raise ValueError(f"tau must be a finite number >= 0, got {tau!r}")
-    return float(tau)
+    return float(check_float("tau", tau, minimum=0))
 
 
 def tau_normalized_weight(weight: Tensor, tau: float) -> Tensor:

@@ -33,13 +33,14 @@ import math
 import torch
 from torch import Tensor
 
+from lt_lightning._checks import check_int
+
 
 def _check_features(features: Tensor, views: int) -> int:
     """Validate ``features`` ``[N, d]`` and ``views``; return the number of images ``B = N / views``."""
     if features.ndim != 2:
         raise ValueError(f"features must be [N, d], got shape {tuple(features.shape)}")
-    if isinstance(views, bool) or not isinstance(views, int) or views < 1:
-        raise ValueError(f"views must be an integer >= 1, got {views!r}")
+    check_int("views", views, minimum=1)
     n = features.shape[0]
     if n % views != 0:
         raise ValueError(f"features has {n} rows, not a multiple of views={views}")
@@ -79,8 +80,7 @@ def k_positive_mask(
     anchor's own image; when fewer than ``k`` exist, all of them are taken. Drawing uses ``generator`` or the global
     torch RNG of ``labels``' device (seeded by ``seed_everything``); no host-device synchronisation.
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-        raise ValueError(f"k_positives must be an integer >= 0, got {k!r}")
+    check_int("k_positives", k, minimum=0)
     n = labels.shape[0]
     own = same_image_mask(n, views, labels.device)
     candidates = (labels[:, None] == labels[None, :]) & ~own

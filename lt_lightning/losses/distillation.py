@@ -29,12 +29,11 @@ The teacher's logits come from ``output.extras["teacher_logits"]``, filled by th
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lt_lightning._checks import check_float
 from lt_lightning.losses.base import LongTailLoss
 from lt_lightning.losses.cross_entropy import CrossEntropyLoss
 from lt_lightning.output import ModelOutput
@@ -46,15 +45,12 @@ TEACHER_KEY = "teacher_logits"
 
 
 def _positive(value: float, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
+    return float(check_float(name, value, minimum=0, exclusive_minimum=True))
 
 
 def _weight(alpha: float) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be a number in [0, 1] (the weight of the distillation term), got {alpha!r}")
-    return float(alpha)
+    what = "a finite number in [0, 1] (the weight of the distillation term)"
+    return float(check_float("alpha", alpha, minimum=0, maximum=1, what=what))
 
 
 def _check_pair(student_logits: Tensor, teacher: Tensor, what: str) -> None:

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lt_lightning._checks import check_float
 from lt_lightning.losses._checks import check_logits_target
 from lt_lightning.losses.base import LongTailLoss
 from lt_lightning.output import ModelOutput
@@ -42,8 +43,7 @@ SHAPES = ("concave", "linear", "convex", "exp")
 
 def _check_factors(smooth_head: float, smooth_tail: float, shape: str, power: float | None) -> None:
     for name, value in (("smooth_head", smooth_head), ("smooth_tail", smooth_tail)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-            raise ValueError(f"{name} must be a smoothing factor in [0, 1], got {value!r}")
+        check_float(name, value, minimum=0, maximum=1, what="a smoothing factor in [0, 1]")
     if shape not in SHAPES:
         raise ValueError(f"shape must be one of {SHAPES}, got {shape!r}")
     if shape == "exp" and (power is None or not math.isfinite(power) or power <= 0):

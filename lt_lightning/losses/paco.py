@@ -30,6 +30,7 @@ import math
 import torch
 from torch import Tensor
 
+from lt_lightning._checks import check_float
 from lt_lightning.losses._checks import target_distribution
 from lt_lightning.losses.logit_adjustment import _LogPriorLoss
 from lt_lightning.losses.supcon import hard_labels, projection_of
@@ -42,9 +43,7 @@ QUEUE_LABELS = "momentum_queue_labels"
 
 
 def _check_weight(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value >= 0 and math.isfinite(value)):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
+    return float(check_float(name, value, minimum=0))
 
 
 def paco_loss(

@@ -22,11 +22,10 @@ The reference adds ``1e-9`` inside its logarithms; here ``log π`` comes from
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
+from lt_lightning._checks import check_float
 from lt_lightning.losses.logit_adjustment import _LogPriorLoss, balanced_softmax_loss, check_logits
 from lt_lightning.output import ModelOutput
 
@@ -53,11 +52,7 @@ def inverse_prior(prior: Tensor) -> Tensor:
 
 
 def _check_lam(lam: float) -> float:
-    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not math.isfinite(lam):
-        raise ValueError(f"lam must be a finite number >= 0, got {lam!r}")
-    if lam < 0:
-        raise ValueError(f"lam (λ of the backward expert) must be >= 0, got {lam}")
-    return float(lam)
+    return float(check_float("lam", lam, minimum=0, what="a finite number >= 0 (λ of the backward expert)"))
 
 
 def check_expert_logits(expert_logits: Tensor | None, num_experts: int = len(SADE_EXPERTS)) -> Tensor:

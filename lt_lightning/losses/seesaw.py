@@ -37,6 +37,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
+from lt_lightning._checks import check_int
 from lt_lightning.losses.base import LongTailLoss
 from lt_lightning.losses.logit_adjustment import check_logits
 from lt_lightning.output import ModelOutput
@@ -143,10 +144,7 @@ class SeesawLoss(LongTailLoss, ClassPriorAware):
         self.eps = float(eps)
         self.online_counts = bool(online_counts)
         self.sync_counts = bool(sync_counts)
-        if num_classes is not None and (
-            isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
-        ):
-            raise ValueError(f"num_classes must be a positive int or None, got {num_classes!r}")
+        check_int("num_classes", num_classes, minimum=1, or_none=True)
         self.register_buffer("cum_samples", torch.zeros(num_classes or 0))
 
     def set_class_counts(self, class_counts: Tensor) -> None:

@@ -21,6 +21,7 @@ import math
 import torch
 from torch import Tensor
 
+from lt_lightning._checks import check_int
 from lt_lightning.heads.projection import PROJECTION_KEY
 from lt_lightning.losses.base import LongTailLoss
 from lt_lightning.losses.contrastive import supervised_contrastive_loss
@@ -77,8 +78,7 @@ class SupervisedContrastiveLoss(LongTailLoss):
             raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
         if k_positives is not None and (isinstance(k_positives, bool) or k_positives < 0):
             raise ValueError(f"k_positives must be None or an integer >= 0, got {k_positives!r}")
-        if isinstance(views, bool) or not isinstance(views, int) or views < 1:
-            raise ValueError(f"views must be an integer >= 1, got {views!r}")
+        check_int("views", views, minimum=1)
         if not (classifier_weight >= 0 and math.isfinite(classifier_weight)):
             raise ValueError(f"classifier_weight must be a finite number >= 0, got {classifier_weight}")
         if base_temperature is not None and not (base_temperature > 0 and math.isfinite(base_temperature)):

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from lt_lightning._checks import check_int
 from lt_lightning._lightning_compat import reset_metric_cache
 from lt_lightning.metrics.long_tail_accuracy import (
     DEFAULT_FEW_THRESHOLD,
@@ -103,10 +104,8 @@ class CalibrationMetric(Metric, ClassPriorAware):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes <= 0:
-            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-        if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins <= 0:
-            raise ValueError(f"num_bins must be a positive integer, got {num_bins!r}")
+        check_int("num_classes", num_classes, minimum=1)
+        check_int("num_bins", num_bins, minimum=1)
         validate_shot_thresholds(many_threshold, few_threshold)
         self.num_classes = num_classes
         self.num_bins = num_bins

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from lt_lightning._checks import check_int
 from lt_lightning._lightning_compat import reset_metric_cache
 from lt_lightning.prior import ClassPriorAware, validate_class_counts
 
@@ -43,8 +44,7 @@ class ShotGroups(NamedTuple):
 def validate_shot_thresholds(many_threshold: int, few_threshold: int) -> None:
     """Raise ``ValueError`` unless ``0 <= few_threshold <= many_threshold`` (integers)."""
     for name, value in (("many_threshold", many_threshold), ("few_threshold", few_threshold)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        check_int(name, value, minimum=0)
     if few_threshold > many_threshold:
         raise ValueError(
             f"few_threshold must be <= many_threshold, got few_threshold={few_threshold}, "
@@ -218,8 +218,7 @@ class LongTailAccuracy(Metric, ClassPriorAware):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes <= 0:
-            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+        check_int("num_classes", num_classes, minimum=1)
         validate_shot_thresholds(many_threshold, few_threshold)
         self.num_classes = num_classes
         self.many_threshold = many_threshold

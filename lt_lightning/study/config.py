@@ -44,6 +44,8 @@ from typing import Any
 
 import yaml
 
+from lt_lightning._checks import check_int
+
 FAMILIES: tuple[str, ...] = ("baseline", "re-balancing", "augmentation", "module")
 """The survey's method families (Zhang et al., TPAMI 2023, Fig. 2), plus the softmax baseline."""
 
@@ -241,8 +243,7 @@ def parse_study(raw: Mapping[str, Any], path: str | None = None) -> StudyConfig:
     if "balanced_reference" in data or "seed" in data:
         raise ValueError("data must not set balanced_reference or seed: the study sets them per run")
     stage2 = raw.get("stage2_epochs", 10)
-    if isinstance(stage2, bool) or not isinstance(stage2, int) or stage2 < 1:
-        raise ValueError(f"stage2_epochs must be an integer >= 1, got {stage2!r}")
+    check_int("stage2_epochs", stage2, minimum=1)
     dirs = {}
     for key in ("runs_dir", "report_dir"):
         value = raw.get(key, f"{'runs' if key == 'runs_dir' else 'reports'}/study/{name}")
