@@ -59,6 +59,7 @@ from lt_lightning.losses.cross_entropy import CrossEntropyLoss
 from lt_lightning.metrics import CalibrationMetric, LongTailAccuracy
 from lt_lightning.output import ModelOutput, as_output
 from lt_lightning.prior import ClassPriorAware, broadcast_class_counts, validate_class_counts
+from lt_lightning.sam import check_sam_trainer, frozen_batchnorm_statistics, in_perturbed_pass
 from lt_lightning.schedule import run_epochs
 from lt_lightning.slots import SlotHolder, SlotOwners
 
@@ -453,7 +454,8 @@ class LongTailModule(LightningModule, SlotHolder):
         x, y = batch
         if self.train_batch_transform is not None:
             x, y = self.train_batch_transform(x, y)
-        output = self(x)
+        with frozen_batchnorm_statistics(self) if in_perturbed_pass() else contextlib.nullcontext():
+            output = self(x)
         for name, extra in self.train_extras.items():
             output.extras[name] = extra(x, output)
         with full_precision(output.logits.device):  # every loss in float32 under mixed precision
@@ -463,8 +465,9 @@ class LongTailModule(LightningModule, SlotHolder):
             self._loss_watch.record(loss, self.global_step, y, self.num_classes)  # on the device, no sync
             if (self.global_step + 1) % n == 0:
                 self._loss_watch.raise_if_seen()
-        self.train_loss_mean(loss.detach(), x.shape[0])
-        self.log("train/loss", self.train_loss_mean, on_step=True, on_epoch=True, batch_size=x.shape[0])
+        if not in_perturbed_pass():  # SAM's second pass (at w + e) is not the step's loss
+            self.train_loss_mean(loss.detach(), x.shape[0])
+            self.log("train/loss", self.train_loss_mean, on_step=True, on_epoch=True, batch_size=x.shape[0])
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
@@ -530,6 +533,9 @@ class LongTailModule(LightningModule, SlotHolder):
             results = metric.compute()
             metric.reset()
             self._log_results(stage, {f"expert{i}_{k}": v for k, v in results.items()})
+
+    def on_fit_start(self) -> None:
+        check_sam_trainer(self.trainer, self.trainer.optimizers)
 
     def on_train_epoch_end(self) -> None:
         if self.finite_check_every_n_steps:

@@ -37,6 +37,7 @@ RUNS: dict[str, list[str]] = {
 #: overlays on shipped runs (a budget, the fast path, data-only files after a recipe and a method)
 COMPOSITIONS: list[tuple[str, ...]] = [
     ("data/digits_lt.yaml", "trainer/fast_bf16.yaml"),
+    ("data/digits_lt.yaml", "method/ldam_drw.yaml", "optimizer/sam.yaml"),
     ("data/cifar10_lt.yaml", "method/ce.yaml", "budget/ldam_drw_10ep.yaml"),
     ("data/cifar10_lt.yaml", "method/ce.yaml", "budget/ldam_drw_40ep.yaml"),
     *(
