@@ -37,6 +37,7 @@ from lt_lightning.experiments import experiment_configs  # noqa: E402
 from lt_lightning.run_identity import resolve  # noqa: E402
 from lt_lightning.study.launch import lt_cli as study_cli  # noqa: E402
 from lt_lightning.study.launch import read_report as study_report  # noqa: E402
+from lt_lightning.study.metrics import mean_std  # noqa: E402
 
 
 def _fmt(value: float | None, std: float | None = None) -> str:
@@ -214,14 +215,10 @@ KEYS = ("acc", "many", "medium", "few")
 def summarize(runs: list[dict]) -> dict:
     """One table row from a row's runs (one per seed): each key's mean, its sample standard deviation (``n - 1``;
     ``None`` for one run), the seeds, the mean fit wall time and the notes."""
-    import statistics
-
     row: dict = {"method": runs[0]["method"], "config": runs[0]["config"], "seeds": [r.get("seed") for r in runs]}
     for key in KEYS:
-        values = [r[key] for r in runs if r.get(key) is not None]
-        row[key] = statistics.fmean(values) if values else None
-        row[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else None
-    row["fit_wall_s"] = round(statistics.fmean(r["fit_wall_s"] for r in runs), 1)
+        row[key], row[f"{key}_std"], _ = mean_std([r.get(key) for r in runs])
+    row["fit_wall_s"] = round(mean_std([r["fit_wall_s"] for r in runs])[0], 1)
     row["note"] = "; ".join(dict.fromkeys(r["note"] for r in runs if r.get("note")))
     return row
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ sys.path.insert(0, str(REPO))  # the checkout's lt_lightning when run as a scrip
 from epoch_ratio import cpu_model  # noqa: E402  (benchmarks/, the script's own folder)
 
 from lt_lightning.study.launch import read_report  # noqa: E402
+from lt_lightning.study.metrics import mean_std  # noqa: E402
 
 KEYS = ("acc", "many", "medium", "few")
 
@@ -68,12 +68,8 @@ def summarise(rows: list[dict]) -> dict:
     """Mean and sample standard deviation (in %) of each key over the seeds; ``None`` where a group is empty."""
     out: dict = {}
     for key in KEYS:
-        values = [100 * r[key] for r in rows if r.get(key) is not None]
-        if values:
-            std = statistics.stdev(values) if len(values) > 1 else 0.0
-            out[key] = {"mean": round(statistics.fmean(values), 2), "std": round(std, 2)}
-        else:
-            out[key] = None
+        mean, std, n = mean_std([None if r.get(key) is None else 100 * r[key] for r in rows])
+        out[key] = None if n == 0 else {"mean": round(mean, 2), "std": round(std or 0.0, 2)}
     return out
 
 
