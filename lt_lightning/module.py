@@ -52,6 +52,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from lt_lightning.backbones.base import Backbone
+from lt_lightning.heads.base import head_num_experts
 from lt_lightning.heads.linear import LinearHead
 from lt_lightning.heads.lws import LWSHead
 from lt_lightning.losses._checks import NonFiniteLossWatch
@@ -245,7 +246,7 @@ class LongTailModule(LightningModule, SlotHolder):
         # ECE / NLL overall and per shot group, reliability curve, confusion matrix (sums only: nothing checkpointed)
         self.test_calibration = CalibrationMetric(num_classes, counts, many_threshold, few_threshold)
         # per-expert accuracy of a multi-expert head (RIDE, SADE, ...), logged beside the ensemble's
-        num_experts = int(getattr(self.classifier, "num_experts", 1))
+        num_experts = head_num_experts(self.classifier)
         experts = num_experts if num_experts > 1 else 0
         self.val_expert_metrics = nn.ModuleList(
             LongTailAccuracy(num_classes, counts, many_threshold, few_threshold) for _ in range(experts)

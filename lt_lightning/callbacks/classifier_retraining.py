@@ -55,6 +55,7 @@ from torch import nn
 
 from lt_lightning.callbacks._stage import FrozenStage, seeded_reset, shift_batchnorm
 from lt_lightning.data.base import SamplerFactory
+from lt_lightning.heads.base import head_resets_parameters
 from lt_lightning.heads.lws import LWSHead
 from lt_lightning.losses.cross_entropy import CrossEntropyLoss
 from lt_lightning.schedule import EpochValue
@@ -113,7 +114,7 @@ class ReTrain(ClassifierVariant):
     name = "crt"
 
     def prepare(self, pl_module: pl.LightningModule) -> None:
-        if not callable(getattr(pl_module.classifier, "reset_parameters", None)):
+        if not head_resets_parameters(pl_module.classifier):
             raise ValueError(
                 f"cRT re-initialises the classifier, but {type(pl_module.classifier).__name__} has no "
                 "reset_parameters()"

@@ -29,6 +29,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from lt_lightning.heads.base import head_num_experts
 from lt_lightning.heads.routed_multi_expert import RoutedMultiExpertHead, check_routable
 
 __all__ = ["ComputePerImage", "RoutedFlops", "count_flops", "model_flops_per_image", "routed_flops"]
@@ -191,8 +192,9 @@ class ComputePerImage(Callback):
                 values["experts_per_image"] = float((counts * used).sum() / counts.sum())
         elif isinstance(flops, float):
             values["gflops_per_image"] = flops / 1e9
-            num_experts = getattr(getattr(pl_module, "classifier", None), "num_experts", None)
-            if isinstance(num_experts, int):
+            head = getattr(pl_module, "classifier", None)
+            num_experts = head_num_experts(head) if isinstance(head, nn.Module) else 1
+            if num_experts > 1:  # a multi-expert head evaluates all its experts on every image
                 values["experts_per_image"] = float(num_experts)
         for name, value in values.items():
             pl_module.log(f"{stage}/{name}", value, on_step=False, on_epoch=True, batch_size=1, sync_dist=False)

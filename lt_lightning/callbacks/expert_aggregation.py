@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader
 
 from lt_lightning._checks import check_float, check_int
 from lt_lightning._lightning_compat import unwrap_batch_sampler
+from lt_lightning.heads.base import head_num_experts
 from lt_lightning.output import ModelOutput
 from lt_lightning.slots import require_long_tail_module
 
@@ -162,8 +163,8 @@ class TestTimeAggregation(Callback):
     @staticmethod
     def _num_experts(pl_module: pl.LightningModule) -> int:
         classifier = getattr(pl_module, "classifier", None)
-        num = getattr(classifier, "num_experts", None)
-        if not isinstance(classifier, nn.Module) or not isinstance(num, int) or num < 1:
+        num = head_num_experts(classifier) if isinstance(classifier, nn.Module) else 1
+        if num < 2:
             raise ValueError(
                 "TestTimeAggregation needs a LongTailModule with a multi-expert classifier that declares "
                 f"`num_experts` (e.g. MultiExpertHead); got classifier {type(classifier).__name__}"

@@ -33,6 +33,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 
 from lt_lightning._checks import check_float, check_int
+from lt_lightning.heads.base import head_projection_dim
 from lt_lightning.heads.projection import PROJECTION_KEY
 from lt_lightning.losses.paco import MOMENTUM_KEYS, QUEUE_KEYS, QUEUE_LABELS
 from lt_lightning.output import ModelOutput, as_output
@@ -81,7 +82,7 @@ class MomentumEncoder(Callback):
         if stage != "fit":
             return
         require_long_tail_module(pl_module, self)
-        if not isinstance(getattr(pl_module.classifier, "projection_dim", None), int):
+        if head_projection_dim(pl_module.classifier) is None:
             raise ValueError(
                 f"MomentumEncoder needs a head with a projection (lt_lightning.heads.projection.ProjectionHead), got "
                 f"{type(pl_module.classifier).__name__}"

@@ -30,7 +30,8 @@ from torch.nn import functional as F
 
 from lt_lightning.callbacks._sweep import check_sweep_arguments, write_sweep_curve
 from lt_lightning.callbacks.nearest_class_mean import check_test_head_module, eval_features
-from lt_lightning.heads.tau_norm import TauNormHead, _linear_bias, tau_normalized_weight
+from lt_lightning.heads.base import ClassifierHead, head_linear_parameters
+from lt_lightning.heads.tau_norm import TauNormHead, tau_normalized_weight
 from lt_lightning.metrics.long_tail_accuracy import (
     long_tail_accuracy_compute,
     long_tail_accuracy_update,
@@ -44,14 +45,18 @@ CURVE_KEYS: tuple[str, ...] = ("acc", "acc_balanced", "acc_many", "acc_medium", 
 def linear_classifier_parameters(classifier: nn.Module) -> tuple[Tensor, Tensor | None]:
     """``(weight [C, D], bias [C] or None)`` of a linear classifier; ``ValueError`` for any other head.
 
-    Linearity is checked on a random probe: ``classifier(f)`` must equal ``F.linear(f, weight, bias)``.
+    The parameters are :func:`~lt_lightning.heads.base.head_linear_parameters`' (a head's
+    :meth:`~lt_lightning.heads.base.ClassifierHead.linear_parameters`; a plain module's ``weight`` and ``bias``), and
+    linearity is checked on a random probe: ``classifier(f)`` must equal ``F.linear(f, weight, bias)``.
     """
-    weight = getattr(classifier, "weight", None)
-    if not isinstance(weight, Tensor) or weight.ndim != 2:
+    params = head_linear_parameters(classifier)
+    if params is None and not isinstance(classifier, ClassifierHead):
         raise ValueError(
             f"τ-norm applies to a linear classifier with a `weight` [C, D]; {type(classifier).__name__} has none"
         )
-    bias = _linear_bias(classifier)
+    if params is None:  # a head of lt_lightning that declares itself not linear
+        raise _not_linear(classifier)
+    weight, bias = params
     generator = torch.Generator().manual_seed(0)
     probe = torch.randn(4, weight.shape[1], generator=generator).to(weight)
     with torch.no_grad():
@@ -65,12 +70,16 @@ def linear_classifier_parameters(classifier: nn.Module) -> tuple[Tensor, Tensor 
         or out.shape != expected.shape
         or not torch.allclose(out.float(), expected.float(), rtol=1e-3, atol=tolerance)
     ):
-        raise ValueError(
-            f"τ-norm applies to a linear classifier (logits = W f + b), but {type(classifier).__name__}'s logits are "
-            "not `F.linear(features, weight, bias)` (a cosine / normalised / multi-expert head has nothing to "
-            "τ-normalise)"
-        )
+        raise _not_linear(classifier)
     return weight, bias
+
+
+def _not_linear(classifier: nn.Module) -> ValueError:
+    return ValueError(
+        f"τ-norm applies to a linear classifier (logits = W f + b), but {type(classifier).__name__}'s logits are "
+        "not `F.linear(features, weight, bias)` (a cosine / normalised / multi-expert head has nothing to "
+        "τ-normalise)"
+    )
 
 
 class TauNormalization(Callback):

@@ -1,5 +1,7 @@
-"""Classifier heads, built by the module as ``head(in_features, num_classes)``."""
+"""Classifier heads, built by the module as ``head(in_features, num_classes)``; each is a
+:class:`~lt_lightning.heads.base.ClassifierHead` (the contract the module and the callbacks rely on)."""
 
+from lt_lightning.heads.base import ClassifierHead
 from lt_lightning.heads.bbn import BilateralHead
 from lt_lightning.heads.causal import CausalHead
 from lt_lightning.heads.cosine import CosineHead
@@ -14,6 +16,7 @@ from lt_lightning.heads.tau_norm import TauNormHead
 __all__ = [
     "BilateralHead",
     "CausalHead",
+    "ClassifierHead",
     "CosineHead",
     "LinearHead",
     "LWSHead",

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from lt_lightning._checks import check_int
+from lt_lightning.heads.base import ClassifierHead
 
 _EPS = 1e-12
 
@@ -67,7 +68,7 @@ def causal_norm_logits(
     return (tau / num_heads) * torch.einsum("bkd,ckd->bc", x, w.to(x))
 
 
-class CausalHead(nn.Module):
+class CausalHead(ClassifierHead):
     """De-confound-TDE's causal-norm classifier with its moving-average feature (see the module docstring).
 
     In training mode every forward updates the buffer ``feature_mean`` ``[D]`` exactly as the reference's

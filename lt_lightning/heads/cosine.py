@@ -15,8 +15,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from lt_lightning.heads.base import ClassifierHead
 
-class CosineHead(nn.Module):
+
+class CosineHead(ClassifierHead):
     """Cosine similarity between normalised features and normalised class weights, times ``scale``.
 
     Args:

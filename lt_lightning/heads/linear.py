@@ -8,12 +8,13 @@ from typing import Literal
 from torch import Tensor, nn
 
 from lt_lightning._checks import check_float
+from lt_lightning.heads.base import ClassifierHead
 
 LinearInit = Literal["default", "kaiming_normal"]
 BiasInit = float | Literal["uniform_prior"] | None
 
 
-class LinearHead(nn.Module):
+class LinearHead(ClassifierHead):
     """The plain fully-connected classifier.
 
     Heads are built by the module as ``head(in_features, num_classes)``; from YAML they are given by
@@ -93,6 +94,10 @@ class LinearHead(nn.Module):
     @property
     def weight(self) -> Tensor:
         return self.fc.weight
+
+    def linear_parameters(self) -> tuple[Tensor, Tensor | None]:
+        """``(fc.weight, fc.bias)``: the logits are ``F.linear(features, W, b)``."""
+        return self.fc.weight, self.fc.bias
 
     def reset_parameters(self) -> None:
         """Restore ``nn.Linear``'s initialisation, whatever ``init`` and ``bias_init`` are (cRT's re-initialisation).

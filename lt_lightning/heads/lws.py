@@ -17,10 +17,11 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from lt_lightning.heads.base import ClassifierHead
 from lt_lightning.heads.linear import LinearHead
 
 
-class LWSHead(nn.Module):
+class LWSHead(ClassifierHead):
     """A head whose logits are multiplied by a learned per-class scale.
 
     Args:

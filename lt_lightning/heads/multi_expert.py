@@ -15,11 +15,12 @@ import torch
 from torch import Tensor, nn
 
 from lt_lightning._checks import check_int
+from lt_lightning.heads.base import ClassifierHead
 from lt_lightning.heads.linear import LinearHead
 from lt_lightning.output import ModelOutput
 
 
-class MultiExpertHead(nn.Module):
+class MultiExpertHead(ClassifierHead):
     """``E`` independent heads over per-expert features.
 
     Args:

@@ -31,8 +31,10 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.nn import functional as F
+
+from lt_lightning.heads.base import ClassifierHead
 
 Metric = Literal["cosine", "euclidean", "squared_euclidean"]
 METRICS: tuple[str, ...] = ("cosine", "euclidean", "squared_euclidean")
@@ -91,7 +93,7 @@ def class_means(
     return means_from_sums(sums, counts), counts
 
 
-class NCMHead(nn.Module):
+class NCMHead(ClassifierHead):
     """Nearest-class-mean classifier: logits are similarities to the class means (see the module docstring).
 
     Built as ``NCMHead(in_features, num_classes)`` like every head; it has no parameters and predicts nothing

@@ -21,6 +21,7 @@ from collections.abc import Callable
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lt_lightning.heads.base import ClassifierHead, head_linear_parameters
 from lt_lightning.heads.linear import LinearHead
 from lt_lightning.output import ModelOutput, as_output
 
@@ -28,7 +29,7 @@ from lt_lightning.output import ModelOutput, as_output
 PROJECTION_KEY = "projection"
 
 
-class ProjectionHead(nn.Module):
+class ProjectionHead(ClassifierHead):
     """MLP projection (L2-normalised, in ``extras["projection"]``) plus a classifier on the features.
 
     Built by the module as ``ProjectionHead(in_features, num_classes)``; from YAML give ``projection_dim`` etc. in
@@ -77,6 +78,10 @@ class ProjectionHead(nn.Module):
     def weight(self) -> Tensor:
         """The classifier's weight ``[C, D]`` (what weight-based callbacks such as τ-normalisation read)."""
         return self.classifier.weight
+
+    def linear_parameters(self) -> tuple[Tensor, Tensor | None] | None:
+        """The classifier's (``logits = classifier(f)``): its ``(W, b)`` when it is linear, else ``None``."""
+        return head_linear_parameters(self.classifier)
 
     def reset_parameters(self) -> None:
         """Re-initialise the classifier only (cRT's re-initialisation; the projection is not used afterwards)."""

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from lt_lightning._checks import check_float
+from lt_lightning.heads.base import ClassifierHead, head_linear_parameters
 
 
 def _check_tau(tau: float) -> float:
@@ -42,7 +43,7 @@ def tau_normalized_weight(weight: Tensor, tau: float) -> Tensor:
     return weight / denominator
 
 
-class TauNormHead(nn.Module):
+class TauNormHead(ClassifierHead):
     """A linear head whose forward uses the τ-normalised weight: ``z = f · tau_normalized_weight(W, τ)ᵀ + b``.
 
     The parameters are those of :class:`~lt_lightning.heads.linear.LinearHead` (an ``fc`` ``nn.Linear``), so a
@@ -76,20 +77,27 @@ class TauNormHead(nn.Module):
         """A τ-normalised copy of a trained linear head, on the head's device and dtype.
 
         Args:
-            head: a :class:`~lt_lightning.heads.linear.LinearHead`, an ``nn.Linear``, or any module with a
-                ``weight`` ``[C, D]`` and an optional ``bias`` (or ``fc.bias``) ``[C]``.
+            head: a linear head (:meth:`~lt_lightning.heads.base.ClassifierHead.linear_parameters` not ``None``:
+                :class:`~lt_lightning.heads.linear.LinearHead`, a ``ProjectionHead`` over one), a
+                :class:`TauNormHead` (its raw weights), an ``nn.Linear``, or any plain module with a ``weight``
+                ``[C, D]`` and an optional ``bias`` (or ``fc.bias``) ``[C]``.
             tau: ``τ >= 0``.
             keep_bias: copy the head's bias (if it has one); ``False`` scores with the weights only.
 
         The weights are copied (detached): later changes to ``head`` do not reach the returned head.
         """
-        weight = getattr(head, "weight", None)
-        if not isinstance(weight, Tensor) or weight.ndim != 2:
+        if isinstance(head, TauNormHead):  # its raw weights (its logits are linear in them only for τ = 0)
+            params: tuple[Tensor, Tensor | None] | None = (head.fc.weight, head.fc.bias)
+        else:
+            params = head_linear_parameters(head)
+        if params is None:
             raise ValueError(
-                f"from_linear needs a head with a `weight` of shape [C, D], got {type(head).__name__} with "
-                f"weight {None if weight is None else tuple(getattr(weight, 'shape', ()))}"
+                f"from_linear needs a linear head (a `weight` of shape [C, D], logits = W f + b), got "
+                f"{type(head).__name__}"
             )
-        bias = _linear_bias(head) if keep_bias else None
+        weight, bias = params
+        if not keep_bias:
+            bias = None
         num_classes, in_features = weight.shape
         if bias is not None and tuple(bias.shape) != (num_classes,):
             raise ValueError(f"bias must have shape ({num_classes},), got {tuple(bias.shape)}")
@@ -100,6 +108,10 @@ class TauNormHead(nn.Module):
                 new.fc.bias.copy_(bias)
         return new
 
+    def linear_parameters(self) -> tuple[Tensor, Tensor | None] | None:
+        """``(fc.weight, fc.bias)`` for ``τ = 0`` (the plain linear head's logits), else ``None``."""
+        return (self.fc.weight, self.fc.bias) if self.tau == 0 else None
+
     def reset_parameters(self) -> None:
         """Re-initialise the weights (as :meth:`LinearHead.reset_parameters`)."""
         self.fc.reset_parameters()
@@ -109,13 +121,3 @@ class TauNormHead(nn.Module):
 
     def extra_repr(self) -> str:
         return f"tau={self.tau}"
-
-
-def _linear_bias(head: nn.Module) -> Tensor | None:
-    """The ``[C]`` bias of a linear head: ``head.bias``, else ``head.fc.bias``, else ``None``."""
-    bias = getattr(head, "bias", None)
-    if isinstance(bias, Tensor):
-        return bias
-    fc = getattr(head, "fc", None)
-    bias = getattr(fc, "bias", None) if fc is not None else None
-    return bias if isinstance(bias, Tensor) else None
