@@ -6,7 +6,9 @@ CPU. A unit adopts such a fit only when the fit is **the same run**: the ``confi
 must equal the unit's own resolved config (``lt-lightning fit <unit args> --print_config``) key by key, except
 
 * keys that never change the numbers (:data:`IGNORED`: the logger, the progress bar, how often the non-finite-loss
-  check syncs, the data-fingerprint switch, ``ckpt_path``);
+  check syncs, the data-fingerprint switch, ``ckpt_path``), and the order of the callbacks where Lightning runs them
+  the same (both sides are compared as their :func:`~lt_lightning.run_identity.run_identity`: learning-rate monitors
+  left out, checkpoint callbacks last; :func:`fit_differences`);
 * options the source's code did not have yet: a key only in the unit's config is accepted when its value is the
   default of that parameter in the class that takes it (``class_path`` beside the ``init_args``), the value under
   which the option's addition left behaviour unchanged.
@@ -22,15 +24,14 @@ to the study (the source folder does not record it); ``result.json`` says the fi
 from __future__ import annotations
 
 import inspect
-import io
 import json
 import re
 import shutil
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
 
 from lt_lightning.class_path import import_class_path
+from lt_lightning.run_identity import resolve, run_identity
 from lt_lightning.study.grid import Unit, check_fit_finished, write_json
 from lt_lightning.study.launch import RunFailed, find_checkpoint, logger_args
 
@@ -99,25 +100,22 @@ def config_differences(saved: Any, resolved: Any, path: str = "", owner: str | N
 
 def resolved_config(args: list[str], out: Path, version: str = "fit") -> dict[str, Any]:
     """``lt-lightning fit *args --print_config`` (with the study's logger arguments), run in this process, as a
-    mapping.
+    mapping (:func:`lt_lightning.run_identity.resolve`).
 
     Raises:
         RunFailed: the arguments do not parse.
     """
-    import yaml
+    try:
+        return resolve([*args, *logger_args(out, version)])
+    except ValueError as err:
+        raise RunFailed(str(err)) from err
 
-    from lt_lightning.cli import run  # local: the CLI imports Lightning
 
-    stdout, stderr = io.StringIO(), io.StringIO()
-    code: Any = 0
-    with redirect_stdout(stdout), redirect_stderr(stderr):
-        try:
-            run(["fit", *args, *logger_args(out, version), "--print_config"])
-        except SystemExit as exit_:  # jsonargparse exits after printing (0) or on bad arguments (2)
-            code = exit_.code or 0
-    if code != 0:
-        raise RunFailed(f"--print_config failed: {(stderr.getvalue().strip().splitlines() or [''])[-1]}")
-    return yaml.safe_load(stdout.getvalue())
+def fit_differences(saved: dict[str, Any], resolved: dict[str, Any]) -> list[str]:
+    """:func:`config_differences` of the two configs' runs (:func:`~lt_lightning.run_identity.run_identity`): a fit
+    saved before the configs were composed lists its method callbacks before the checkpoint and the LR monitor, a
+    composed unit after them; Lightning runs them the same, so only what computes is compared."""
+    return config_differences(run_identity(saved), run_identity(resolved))
 
 
 def source_fit(source: Path, config: str) -> Path:
@@ -141,7 +139,7 @@ def adopt_fit(unit: Unit, source: Path) -> tuple[bool, str]:
         return False, f"no finished fit at {fit}"
     try:
         check_fit_finished(fit)
-        diffs = config_differences(
+        diffs = fit_differences(
             yaml.safe_load(config_file.read_text()), resolved_config(list(unit.args), unit.directory)
         )
     except RunFailed as err:
@@ -159,4 +157,4 @@ def adopt_fit(unit: Unit, source: Path) -> tuple[bool, str]:
     return True, f"adopted {fit}"
 
 
-__all__ = ["IGNORED", "adopt_fit", "config_differences", "resolved_config", "source_fit"]
+__all__ = ["IGNORED", "adopt_fit", "config_differences", "fit_differences", "resolved_config", "source_fit"]

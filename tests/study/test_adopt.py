@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lt_lightning.cli import main
-from lt_lightning.study.adopt import config_differences
+from lt_lightning.study.adopt import config_differences, fit_differences
 from tests.study._tiny import synthetic_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -25,6 +25,20 @@ def _model(**init_args) -> dict:
 def test_identical_configs_have_no_differences() -> None:
     config = {"seed_everything": 0, "trainer": {"max_epochs": 10, "callbacks": [{"class_path": "a.B"}]}, **_model()}
     assert config_differences(config, json.loads(json.dumps(config))) == []
+
+
+def test_a_fit_saved_before_the_configs_were_composed_is_the_same_run() -> None:
+    """Old single files listed the method's callbacks first; a composed config appends them after the CLI's default
+    LR monitor and checkpoint. Lightning runs checkpoint callbacks last either way: the same run."""
+    drw = {"class_path": "lt_lightning.callbacks.deferred_reweighting.DeferredReweighting", "init_args": {"beta": 0.9}}
+    ckpt = {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"save_last": True}}
+    lrm = {"class_path": "lightning.pytorch.callbacks.LearningRateMonitor", "init_args": {"logging_interval": "epoch"}}
+    saved = {"trainer": {"max_epochs": 10, "callbacks": [drw, ckpt, lrm]}, **_model()}
+    composed = {"trainer": {"max_epochs": 10, "callbacks": [lrm, ckpt, drw]}, **_model()}
+    assert config_differences(saved, composed) != []  # key by key, the lists differ
+    assert fit_differences(saved, composed) == []
+    other = {"trainer": {"max_epochs": 10, "callbacks": [lrm, ckpt, {**drw, "init_args": {"beta": 0.99}}]}, **_model()}
+    assert fit_differences(saved, other) == ["trainer.callbacks[0].init_args.beta: 0.9 in the source fit, 0.99 here"]
 
 
 def test_keys_that_never_change_the_numbers_are_ignored() -> None:
