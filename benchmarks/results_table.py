@@ -24,6 +24,7 @@ wall time of each fit, and is written to ``--out`` with the exact command that p
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import shlex
@@ -91,8 +92,14 @@ def _config_args(configs: list[Path]) -> list[str]:
 
 def config_seed(configs: list[Path]) -> int | None:
     """The seed a plain run of ``configs`` uses (its ``seed_everything``, when the datamodule's ``seed`` is unset or
-    the same), i.e. the explicit seed whose run is the plain run's folder; ``None`` if the two differ."""
-    resolved = resolve(_config_args(configs))
+    the same), i.e. the explicit seed whose run is the plain run's folder; ``None`` if the two differ. Resolved once
+    per set of files in a process (every row and seed of a table asks again)."""
+    return _config_seed(tuple(configs))
+
+
+@functools.cache
+def _config_seed(configs: tuple[Path, ...]) -> int | None:
+    resolved = resolve(_config_args(list(configs)))
     seed = resolved.get("seed_everything")
     data_seed = ((resolved.get("data") or {}).get("init_args") or {}).get("seed", 0)
     return seed if isinstance(seed, int) and not isinstance(seed, bool) and data_seed == seed else None
