@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from lt_lightning._checks import check_float
 from lt_lightning.callbacks.classifier_retraining import ClassifierVariant
 from lt_lightning.callbacks.tau_normalization import linear_classifier_parameters
+from lt_lightning.heads.base import head_linear_parameters
 
 __all__ = ["MaxNormFinetune", "max_norm_project", "max_norm_threshold"]
 
@@ -81,8 +82,12 @@ class MaxNormFinetune(ClassifierVariant):
     def after_epoch(self, classifier: nn.Module) -> None:
         if self.threshold is None:
             raise RuntimeError("MaxNormFinetune: the threshold is set when the stage starts (reinitialise)")
-        weight, _ = linear_classifier_parameters(classifier)
-        max_norm_project(weight, self.threshold)
+        linear = head_linear_parameters(classifier)  # linear: checked once, by prepare (no probe forward per epoch)
+        if linear is None:
+            raise ValueError(
+                f"MaxNormFinetune projects a linear classifier's weights; {type(classifier).__name__} has none"
+            )
+        max_norm_project(linear[0], self.threshold)
 
     def state_dict(self) -> dict[str, Any]:
         return {"threshold": self.threshold}
