@@ -7,6 +7,8 @@
     lt-lightning study -c configs/study/cifar10_lt.yaml --report-only     # after all shards: the report
     lt-lightning study -c configs/study/cifar10_lt.yaml --adopt-fits runs/cifar10_lt  # reuse results_table's fits
     lt-lightning study -c configs/study/digits_lt.yaml --report-only --publish  # the report into its report_dir
+    lt-lightning study -c configs/study/cifar10_lt_200ep.yaml --parallel 12 --overlay configs/trainer/fast_bf16.yaml \\
+        --extra trainer.accelerator=gpu trainer.devices=1 data.init_args.train_set_on_device=true   # one GPU
 
 The report goes to ``<runs_dir>/report`` unless ``--report-dir DIR`` names another folder or ``--publish`` writes it
 to the study's ``report_dir`` (the committed ``docs/study/<name>``): a partial or shortened try never overwrites the
@@ -114,6 +116,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="before running, copy finished fits from DIR/<config stem>/fit (benchmarks/results_table.py's layout) "
         "into the units whose resolved config they match (lt_lightning.study.adopt)",
     )
+    parser.add_argument(
+        "--overlay",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a config file given after every run's budget files (-c; part of the runs' cache keys), e.g. "
+        "configs/trainer/fast_bf16.yaml; may be given more than once",
+    )
+    parser.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N units at once, each in its own subprocesses (several small fits side by side on one GPU)",
+    )
     parser.add_argument("--list", action="store_true", help="print the grid and its cache state, run nothing")
     parser.add_argument("--report-only", action="store_true", help="write the report from the cache, run nothing")
     parser.add_argument("--no-report", action="store_true", help="run the grid without writing the report")
@@ -186,6 +203,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.publish and args.report_dir:
             raise ValueError("give --publish (the study's report_dir) or --report-dir DIR, not both")
         study = study.with_overrides(runs_dir=args.runs_dir, stage2_epochs=args.stage2_epochs)
+        if args.overlay:
+            missing = [f for f in args.overlay if not Path(f).is_file()]
+            if missing:
+                raise FileNotFoundError(f"--overlay file(s) not found: {missing}")
+            study = study.with_overrides(budget=(*study.budget, *args.overlay))
+        if args.parallel < 1 or (args.parallel > 1 and args.launcher != "subprocess"):
+            raise ValueError(f"--parallel must be >= 1 and needs the subprocess launcher above 1, got {args.parallel}")
         if not args.publish:  # never the committed report_dir unless asked
             study = study.with_overrides(report_dir=args.report_dir or str(Path(study.runs_dir) / "report"))
         shard = None if args.shard is None else parse_shard(args.shard)
@@ -220,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 console.print(f"{unit.label}: {why}", markup=False, highlight=False, soft_wrap=True)
     if not args.report_only:
         title = f"study {study.name}" + (f" shard {args.shard}" if shard else "")
-        outcomes = run_grid(units, launch, console, title)
+        outcomes = run_grid(units, launch, console, title, args.parallel)
         failed = [o for o in outcomes if o.status == "failed"]
         done = sum(o.status == "done" for o in outcomes)
         cached = sum(o.status == "cached" for o in outcomes)

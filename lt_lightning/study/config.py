@@ -65,8 +65,16 @@ _KEYS = {
     "runs_dir",
     "report_dir",
     "methods",
+    "train_sets",
+    "reported",
+    "test_distributions",
 }
-_METHOD_KEYS = {"name", "config", "family", "stages", "from", "stage", "extra"}
+_METHOD_KEYS = {"name", "config", "family", "stages", "from", "stage", "extra", "seeds"}
+TRAIN_SETS: tuple[str, ...] = ("lt", "balanced")
+"""The training sets of a unit: the long-tailed set and its balanced reference set."""
+TEST_DISTRIBUTIONS: tuple[str, ...] = ("forward", "uniform", "backward")
+"""Test-set distributions of the test-agnostic protocol (Zhang et al., NeurIPS 2022): the datamodules'
+``test_distribution``."""
 
 
 @dataclass(frozen=True)
@@ -79,8 +87,10 @@ class MethodSpec:
         config: the method's ``lt-lightning fit`` YAML; ``None`` for a derived method.
         stages: decoupled stages measured on the long-tailed runs (Table 7).
         source: for a derived method, the config method it is a stage of.
-        stage: for a derived method, which of :data:`STAGES`.
+        stage: for a derived method, which of :data:`STAGES`; ``None`` for one given by ``from`` + ``config``
+            (the config's test-time rule or classifier stage on the source's fit).
         extra: further CLI arguments for this method's runs.
+        seeds: this method's seeds (``None``: the study's); a derived method has its source's.
     """
 
     name: str
@@ -90,10 +100,19 @@ class MethodSpec:
     source: str | None = None
     stage: str | None = None
     extra: tuple[str, ...] = ()
+    seeds: tuple[int, ...] | None = None
 
     @property
     def derived(self) -> bool:
         return self.source is not None
+
+    @property
+    def stage_name(self) -> str | None:
+        """A derived method's stage on its source's runs: a built-in one of :data:`STAGES`, or (``from`` +
+        ``config``) ``"@<name>"``; ``None`` for a config method."""
+        if self.source is None:
+            return None
+        return self.stage if self.stage is not None else f"@{self.name}"
 
 
 @dataclass(frozen=True)
@@ -111,8 +130,27 @@ class StudyConfig:
     stage2_epochs: int = 10
     runs_dir: str = "runs/study"
     report_dir: str = "reports/study"
+    train_sets: tuple[str, ...] = TRAIN_SETS
+    reported: str | None = None
+    test_distributions: tuple[tuple[str, float], ...] = ()
     path: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def balanced(self) -> bool:
+        """Whether methods train on the balanced reference set too (A_b, UA, RA)."""
+        return "balanced" in self.train_sets
+
+    def seeds_of(self, method: MethodSpec | str) -> tuple[int, ...]:
+        """The seeds ``method`` runs with: its own, its source's (derived), else the study's."""
+        spec = self.method(method) if isinstance(method, str) else method
+        if spec.source is not None:
+            spec = self.method(spec.source)
+        return spec.seeds if spec.seeds is not None else self.seeds
+
+    def all_seeds(self) -> tuple[int, ...]:
+        """Every seed some method runs with, the study's first, then the others in order of appearance."""
+        return tuple(dict.fromkeys([*self.seeds, *(s for m in self.methods for s in self.seeds_of(m))]))
 
     def method(self, name: str) -> MethodSpec:
         for m in self.methods:
@@ -127,8 +165,15 @@ class StudyConfig:
         those of the derived methods only (their ``A_b``).
         """
         wanted = set() if balanced else set(method.stages)
-        wanted |= {m.stage for m in self.methods if m.source == method.name}
-        return tuple(s for s in STAGES if s in wanted)
+        wanted |= {m.stage for m in self.methods if m.source == method.name and m.stage is not None}
+        own = [m.stage_name for m in self.methods if m.source == method.name and m.stage is None]
+        return (*(s for s in STAGES if s in wanted), *own)  # type: ignore[misc]
+
+    def stage_config(self, stage: str) -> str:
+        """The config of a ``from`` + ``config`` stage ``"@<name>"``."""
+        config = self.method(stage[1:]).config
+        assert config is not None
+        return config
 
     def with_overrides(self, **changes: Any) -> StudyConfig:
         """A copy with some fields replaced (``None`` values are ignored)."""
@@ -176,19 +221,68 @@ def _method(entry: Any, index: int) -> MethodSpec:
     if bad:
         raise ValueError(f"{where}: stages must be among {STAGES}, got {bad}")
     config, source, stage = entry.get("config"), entry.get("from"), entry.get("stage")
-    if (config is None) == (source is None):
-        raise ValueError(f"{where}: give either config (a fit YAML) or from + stage (a stage of another method)")
-    if config is not None and not isinstance(config, str):
+    if config is None and source is None:
+        raise ValueError(
+            f"{where}: give config (a fit YAML), from + stage (a built-in stage of another method) or from + config "
+            "(the config's test-time rule or classifier stage on another method's fit)"
+        )
+    if config is not None and (not isinstance(config, str) or not config):
         raise ValueError(f"{where}: config must be a path, got {config!r}")
     if source is not None:
-        if stage not in STAGES:
+        if (stage is None) == (config is None):
+            raise ValueError(f"{where}: a method given by 'from' needs either stage (one of {STAGES}) or config")
+        if stage is not None and stage not in STAGES:
             raise ValueError(f"{where}: a method given by 'from' needs stage in {STAGES}, got {stage!r}")
         if stages:
             raise ValueError(f"{where}: a method given by 'from' cannot have stages of its own")
+        if "seeds" in entry:
+            raise ValueError(f"{where}: a method given by 'from' runs with its source's seeds; give seeds there")
     elif stage is not None:
         raise ValueError(f"{where}: 'stage' goes with 'from' (a stage of another method), not with config")
     extra = normalise_cli_args(_str_list(entry.get("extra"), f"{where}: extra"))
-    return MethodSpec(name, family, config, tuple(dict.fromkeys(stages)), source, stage, extra)
+    seeds = None if entry.get("seeds") is None else _seeds(entry["seeds"], f"{where}: seeds")
+    return MethodSpec(name, family, config, tuple(dict.fromkeys(stages)), source, stage, extra, seeds)
+
+
+def _seeds(value: Any, what: str) -> tuple[int, ...]:
+    if (
+        isinstance(value, (str, bool))
+        or not isinstance(value, Sequence)
+        or not value
+        or not all(isinstance(s, int) and not isinstance(s, bool) for s in value)
+        or len(set(value)) != len(value)
+    ):
+        raise ValueError(f"{what} must be a non-empty list of distinct integers, got {value!r}")
+    return tuple(value)
+
+
+def _train_sets(value: Any) -> tuple[str, ...]:
+    sets = _str_list(value, "train_sets")
+    if not sets or "lt" not in sets or any(s not in TRAIN_SETS for s in sets) or len(set(sets)) != len(sets):
+        raise ValueError(f"train_sets must be [lt] or [lt, balanced], got {value!r}")
+    return tuple(s for s in TRAIN_SETS if s in sets)
+
+
+def _test_distributions(value: Any) -> tuple[tuple[str, float], ...]:
+    """``[[forward, 50], [uniform, 1], [backward, 50]]`` -> ``(("forward", 50.0), ...)``."""
+    if value is None:
+        return ()
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise ValueError(f"test_distributions must be a list of [distribution, imbalance ratio], got {value!r}")
+    out = []
+    for item in value:
+        ok = isinstance(item, Sequence) and not isinstance(item, str) and len(item) == 2
+        ok = ok and item[0] in TEST_DISTRIBUTIONS
+        ok = ok and isinstance(item[1], (int, float)) and not isinstance(item[1], bool)
+        if not ok or item[1] < 1 or (item[0] == "uniform") != (item[1] == 1):
+            raise ValueError(
+                f"test_distributions: each item is [distribution, imbalance ratio] with distribution in "
+                f"{TEST_DISTRIBUTIONS}, ratio >= 1 (uniform: exactly 1), got {item!r}"
+            )
+        out.append((str(item[0]), float(item[1])))
+    if len(set(out)) != len(out):
+        raise ValueError(f"test_distributions must be distinct, got {value!r}")
+    return tuple(out)
 
 
 def parse_study(raw: Mapping[str, Any], path: str | None = None) -> StudyConfig:
@@ -228,15 +322,10 @@ def parse_study(raw: Mapping[str, Any], path: str | None = None) -> StudyConfig:
         raise ValueError(f"baseline {baseline!r} is not one of the methods {names}")
     if by_name[baseline].derived:
         raise ValueError(f"baseline {baseline!r} must be a method with a config (plain cross-entropy), not a stage")
-    seeds = raw.get("seeds", [0])
-    if (
-        isinstance(seeds, (str, bool))
-        or not isinstance(seeds, Sequence)
-        or not seeds
-        or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
-        or len(set(seeds)) != len(seeds)
-    ):
-        raise ValueError(f"seeds must be a non-empty list of distinct integers, got {seeds!r}")
+    reported = raw.get("reported")
+    if reported is not None and (not isinstance(reported, str) or not reported):
+        raise ValueError(f"reported must be the path of a JSON file {{method: [top-1, source]}}, got {reported!r}")
+    seeds = _seeds(raw.get("seeds", [0]), "seeds")
     data = raw.get("data") or {}
     if not isinstance(data, Mapping) or not all(isinstance(k, str) for k in data):
         raise ValueError(f"data must be a mapping of datamodule arguments, got {data!r}")
@@ -253,13 +342,16 @@ def parse_study(raw: Mapping[str, Any], path: str | None = None) -> StudyConfig:
     return StudyConfig(
         name=name,
         methods=methods,
-        seeds=tuple(seeds),
+        seeds=seeds,
         data=dict(data),
         data_config=_data_config(raw.get("data_config")),
         budget=_str_list(raw.get("budget"), "budget"),
         extra=normalise_cli_args(_str_list(raw.get("extra"), "extra")),
         baseline=baseline,
         stage2_epochs=stage2,
+        train_sets=_train_sets(raw.get("train_sets", list(TRAIN_SETS))),
+        reported=reported,
+        test_distributions=_test_distributions(raw.get("test_distributions")),
         path=path,
         raw=dict(raw),
         **dirs,
@@ -313,9 +405,11 @@ def load_study(path: str | Path) -> StudyConfig:
         m if m.config is None else replace(m, config=resolve_config_path(m.config, file.parent)) for m in study.methods
     )
     data_config = None if study.data_config is None else resolve_config_path(study.data_config, file.parent)
+    reported = None if study.reported is None else resolve_config_path(study.reported, file.parent)
     return study.with_overrides(
         methods=methods,
         data_config=data_config,
+        reported=reported,
         budget=tuple(resolve_config_path(b, file.parent) for b in study.budget),
     )
 
@@ -336,6 +430,8 @@ def file_sha256(path: str | Path) -> str | None:
 __all__ = [
     "FAMILIES",
     "STAGES",
+    "TEST_DISTRIBUTIONS",
+    "TRAIN_SETS",
     "MethodSpec",
     "StudyConfig",
     "file_sha256",

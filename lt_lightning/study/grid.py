@@ -10,7 +10,15 @@ epoch: nothing selects on the test set), then the decoupled stages it needs (:me
   :data:`STAGE_ARGS`);
 * ``crt`` / ``lws``: a second ``fit`` of ``stage2_epochs`` epochs from the checkpoint (``ClassifierRetraining``
   with the backbone's BatchNorm in train mode, as the reference's ``run_networks.py``
-  with ``init_from``: frozen backbone, class-balanced sampling), then its ``test``.
+  with ``init_from``: frozen backbone, class-balanced sampling), then its ``test``;
+* ``@<name>``: a method given by ``from`` + ``config`` (e.g. ``tau_norm`` on ``ce``'s fit): when the config trains a
+  classifier stage (a ``ClassifierRetraining`` callback), that stage alone as a second fit from the checkpoint
+  (the config's callbacks restated with ``init_from``, ``trainer.max_epochs`` = the stage's length in the config's
+  run), then its ``test``; otherwise (a test-time rule: τ-norm, NCM, post-hoc logit adjustment) the ``test`` of the
+  checkpoint with the config's files;
+* ``dist:<distribution>:<ratio>``: the ``test`` of the checkpoint on the test set resampled to a forward-LT,
+  uniform or backward-LT distribution (the study's ``test_distributions``; the test-agnostic protocol of Zhang et
+  al., NeurIPS 2022), the config's test-time callbacks included.
 
 Cache: a unit lives in ``<runs_dir>/<method>/<lt|balanced>-seed<S>-<key>/``, ``key`` a hash of the run its config and
 budget files resolve to (:func:`lt_lightning.run_identity.run_identity`: what the CLI builds from them, without
@@ -40,7 +48,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lt_lightning.study.config import MethodSpec, StudyConfig, file_sha256
+from lt_lightning._checks import check_int
+from lt_lightning.study.config import STAGES, TRAIN_SETS, MethodSpec, StudyConfig, file_sha256
 from lt_lightning.study.launch import Launch, RunFailed, find_checkpoint, lt_cli, read_report
 from lt_lightning.study.provenance import git_commit
 
@@ -59,7 +68,9 @@ def _stage_tag(stage: str) -> str:
     return hashlib.sha256("\0".join(STAGE_ARGS[stage]).encode()).hexdigest()[:6]
 
 
-TRAIN_SETS: tuple[str, ...] = ("lt", "balanced")
+def distribution_stage(distribution: str, ratio: float) -> str:
+    """The stage name of a test on a resampled test set: ``dist:<distribution>:<ratio>``."""
+    return f"dist:{distribution}:{ratio:g}"
 
 
 @dataclass(frozen=True)
@@ -75,6 +86,8 @@ class Unit:
     key: str
     directory: Path
     stage2_epochs: int
+    #: the CLI arguments of each ``@<name>`` stage (a derived method's config in place of the unit's)
+    stage_args: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @property
     def label(self) -> str:
@@ -88,8 +101,20 @@ class Unit:
         return self.directory / f"stage-{self.stage_version(stage)}.json"
 
     def stage_version(self, stage: str) -> str:
+        """The folder / file name of a stage: changes whenever what the stage computes changes."""
+        if stage.startswith("@"):
+            args = self.args_of(stage)
+            files = _config_files(args)
+            return f"{stage[1:]}-{unit_key(files, [a for a in args if a not in files and a != '-c'])}"
+        if stage.startswith("dist:"):
+            _, distribution, ratio = stage.split(":")
+            return f"test-{distribution}{'' if distribution == 'uniform' else ratio}"
         epochs = "" if stage == "ncm" else f"-e{self.stage2_epochs}"
         return f"{stage}{epochs}-{_stage_tag(stage)}"
+
+    def args_of(self, stage: str) -> tuple[str, ...]:
+        """The CLI arguments of an ``@<name>`` stage."""
+        return dict(self.stage_args)[stage]
 
     def done(self) -> bool:
         """Whether the fit, the test and every needed stage have their result files."""
@@ -142,7 +167,8 @@ def _files_identity(files: tuple[str, ...], contents: tuple[str | None, ...]) ->
 
 
 def build_units(study: StudyConfig, extra: Sequence[str] = (), methods: Sequence[str] | None = None) -> list[Unit]:
-    """The grid in its fixed order: seeds, then config methods (study order), then ``lt`` before ``balanced``.
+    """The grid in its fixed order: seeds, then config methods (study order; those that run with the seed, see
+    :meth:`StudyConfig.seeds_of`), then the study's training sets (``lt`` before ``balanced``).
 
     Args:
         study: the study.
@@ -161,27 +187,38 @@ def build_units(study: StudyConfig, extra: Sequence[str] = (), methods: Sequence
             raise ValueError(f"--methods {unknown} are not methods of study {study.name!r} ({sorted(names)})")
         wanted = {study.method(n).source or n for n in methods} | {study.baseline}
     units = []
-    for seed in study.seeds:
+    for seed in study.all_seeds():
         for method in study.methods:
             if method.derived or (wanted is not None and method.name not in wanted):
                 continue
-            for train_set in TRAIN_SETS:
+            if seed not in study.seeds_of(method):
+                continue
+            for train_set in study.train_sets:
                 balanced = train_set == "balanced"
                 args = unit_args(study, method, balanced, seed, extra)
                 files = _config_files(args)
                 key = unit_key(files, [a for a in args if a not in files and a != "-c"])
                 directory = Path(study.runs_dir) / method.name / f"{train_set}-seed{seed}-{key}"
+                stages = study.stages_needed(method, balanced)
+                if not balanced:
+                    stages += tuple(distribution_stage(d, r) for d, r in study.test_distributions)
+                stage_args = tuple(
+                    (s, tuple(unit_args(study, study.method(s[1:]), balanced, seed, extra)))
+                    for s in stages
+                    if s.startswith("@")
+                )
                 units.append(
                     Unit(
                         method,
                         train_set,
                         seed,
-                        study.stages_needed(method, balanced),
+                        stages,
                         tuple(args),
                         tuple(files),
                         key,
                         directory,
                         study.stage2_epochs,
+                        stage_args,
                     )
                 )
     return units
@@ -309,7 +346,19 @@ def _stage(unit: Unit, stage: str, launch: Launch | None, commit: dict[str, Any]
     version = unit.stage_version(stage)
     result: dict[str, Any] = {"method": unit.method.name, "train_set": unit.train_set, "seed": unit.seed}
     result |= {"stage": stage, "key": unit.key}
-    if stage == "ncm":
+    if stage.startswith("@"):
+        result |= _config_stage(unit, stage, ckpt, version, launch)
+    elif stage.startswith("dist:"):
+        _, distribution, ratio = stage.split(":")
+        extra = [
+            f"--ckpt_path={ckpt}",
+            f"--data.init_args.test_distribution={distribution}",
+            f"--data.init_args.test_imbalance_ratio={ratio}",
+        ]
+        result["test_wall_s"] = round(lt_cli("test", [*unit.args, *extra], unit.directory, version, launch), 1)
+        result |= {"distribution": distribution, "imbalance_ratio": float(ratio)}
+        result |= read_report(unit.directory / version)
+    elif stage == "ncm":
         extra = [f"--ckpt_path={ckpt}", f"--trainer.callbacks+={NCM_CALLBACK}", *STAGE_ARGS["ncm"]]
         result["test_wall_s"] = round(lt_cli("test", [*unit.args, *extra], unit.directory, version, launch), 1)
         result |= read_report(unit.directory / version)
@@ -333,6 +382,65 @@ def _stage(unit: Unit, stage: str, launch: Launch | None, commit: dict[str, Any]
         result |= read_report(unit.directory / test_version)
     result |= commit
     write_json(path, result)
+    return result
+
+
+def classifier_stage_overlay(args: Sequence[str], checkpoint: Path, out: Path) -> Path | None:
+    """For a config that trains a classifier stage (one ``ClassifierRetraining`` callback): write
+    ``<out>/stage_overlay.yaml``, the config's callbacks with ``init_from: checkpoint`` on the stage callback and
+    ``trainer.max_epochs`` = the stage's length in the config's run, so that the stage runs alone as a second fit;
+    ``None`` for a config without one (a test-time rule). Derived from the resolved config (the callback list is
+    replaced as a whole by a later ``-c``, so it is restated, never written by hand).
+
+    Raises:
+        RunFailed: the arguments do not parse, or the config has several classifier stages.
+    """
+    import yaml
+
+    from lt_lightning.run_identity import resolve  # local: resolving imports Lightning
+    from lt_lightning.schedule import resolve_length
+
+    try:
+        raw = resolve(list(args))
+    except ValueError as err:
+        raise RunFailed(str(err)) from err
+    callbacks = raw["trainer"].get("callbacks") or []
+    stages = [c for c in callbacks if c.get("class_path") == RETRAINING_CALLBACK]
+    if not stages:
+        return None
+    if len(stages) > 1:
+        raise RunFailed(f"{len(stages)} classifier-stage callbacks in {_config_files(args)}; a stage needs one")
+    init = stages[0].setdefault("init_args", {})
+    length = resolve_length(init.pop("epochs", 10), raw["trainer"]["max_epochs"], "epochs", "the stage")
+    init.pop("start_epoch", None)
+    init["init_from"] = str(checkpoint)
+    out.mkdir(parents=True, exist_ok=True)
+    overlay = out / "stage_overlay.yaml"
+    overlay.write_text(yaml.safe_dump({"trainer": {"max_epochs": length, "callbacks": callbacks}}, sort_keys=False))
+    return overlay
+
+
+def _config_stage(unit: Unit, stage: str, ckpt: Path, version: str, launch: Launch | None) -> dict[str, Any]:
+    """An ``@<name>`` stage: the derived config's classifier stage (a second fit) or test-time rule on ``ckpt``."""
+    args = list(unit.args_of(stage))
+    overlay = classifier_stage_overlay(args, ckpt.resolve(), unit.directory / version)
+    if overlay is None:
+        wall = lt_cli("test", [*args, f"--ckpt_path={ckpt}"], unit.directory, version, launch)
+        result = {"kind": "test-time rule", "test_wall_s": round(wall, 1)} | read_report(unit.directory / version)
+    else:
+        args += ["-c", str(overlay)]
+        fit_version = f"{version}_fit"
+        shutil.rmtree(unit.directory / fit_version, ignore_errors=True)
+        wall = lt_cli("fit", args, unit.directory, fit_version, launch)
+        stage_ckpt = find_checkpoint(unit.directory / fit_version)
+        if stage_ckpt is None:
+            raise RunFailed(f"the stage {stage} wrote no checkpoint under {unit.directory / fit_version}")
+        test_version = f"{version}_test"
+        lt_cli("test", [*args, f"--ckpt_path={stage_ckpt}"], unit.directory, test_version, launch)
+        result = {"kind": "classifier stage", "fit_wall_s": round(wall, 1)} | read_report(unit.directory / test_version)
+    sweep = unit.directory / (version if overlay is None else f"{version}_test") / "posthoc_tau_sweep.json"
+    if sweep.is_file():
+        result["chosen_tau"] = json.loads(sweep.read_text()).get("chosen_tau")
     return result
 
 
@@ -388,22 +496,35 @@ def run_grid(
     launch: Launch | None = None,
     console: Any = None,
     title: str = "study",
+    parallel: int = 1,
 ) -> list[Outcome]:
-    """Run ``units`` in order with a rich progress bar; one line per unit (cached, done with its accuracy, failed)."""
+    """Run ``units`` with a rich progress bar; one line per unit (cached, done with its accuracy, failed).
+
+    ``parallel > 1`` runs that many units at once, each in its own subprocesses (a small model leaves a large GPU
+    mostly idle: several ordinary fits side by side fill it); the outcomes come back in the grid's order.
+
+    Raises:
+        ValueError: ``parallel < 1``, or ``parallel > 1`` with the in-process launcher.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     from rich.console import Console
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+    check_int("parallel", parallel, minimum=1)
+    if parallel > 1 and launch is not None and launch.kind != "subprocess":
+        raise ValueError(f"parallel={parallel} needs the subprocess launcher, not {launch.kind!r}")
     console = console or Console()
     commit = git_commit()
-    outcomes = []
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task(title, total=len(units))
-        for unit in units:
 
-            def step(what: str, unit: Unit = unit) -> None:
-                progress.update(task, description=escape(f"{title}: {unit.label} {what}"))
+        def run(unit: Unit) -> Outcome:
+            def step(what: str) -> None:
+                if parallel == 1:
+                    progress.update(task, description=escape(f"{title}: {unit.label} {what}"))
 
             outcome = run_unit(unit, launch, step, commit)
             acc = "" if outcome.acc is None else f" top-1 {100 * outcome.acc:.2f}%"
@@ -415,16 +536,24 @@ def run_grid(
             else:
                 wall = f" ({outcome.wall_s:.0f} s)" if outcome.status == "done" else ""
                 progress.console.print(f"{outcome.status} {escape(unit.label)}{acc}{wall}", soft_wrap=True)
-            outcomes.append(outcome)
             progress.advance(task)
-    return outcomes
+            return outcome
+
+        if parallel == 1:
+            return [run(unit) for unit in units]
+        progress.update(task, description=escape(f"{title}: {parallel} runs at a time"))
+        with ThreadPoolExecutor(max_workers=parallel) as pool:
+            return list(pool.map(run, units))
 
 
 __all__ = [
     "NCM_CALLBACK",
     "RETRAINING_CALLBACK",
+    "STAGES",
     "TRAIN_SETS",
     "Outcome",
+    "classifier_stage_overlay",
+    "distribution_stage",
     "Unit",
     "build_units",
     "parse_shard",

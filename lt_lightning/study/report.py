@@ -3,9 +3,12 @@
 Written into ``report_dir`` from the cached runs (whatever is finished; missing cells are "–" and the runs not
 finished or failed are listed):
 
-* ``report.md``: Table 5 (Acc, UA, RA per method; Zhang et al., TPAMI 2023), Table 6 (many / medium / few-shot
+* ``report.md``: the results table (top-1, gain over the baseline, many / medium / few, seeds, fit wall time, and
+  the papers' numbers and gains beside ours when the study names a ``reported`` JSON), Table 5 (Acc, UA, RA per
+  method; Zhang et al., TPAMI 2023; studies with the balanced reference set), Table 6 (many / medium / few-shot
   accuracy of the long-tailed runs), Table 7 (joint / NCM / cRT / LWS for the methods with decoupled ``stages``),
-  the figures, the failed and pending runs, and how the numbers were produced;
+  the test-agnostic table (``test_distributions``), the figures, the failed and pending runs, and how the numbers
+  were produced;
 * ``study.json``: every number per method and seed, each run's arguments, config hashes and commit, the study
   config, the current commit and library versions;
 * ``fig4_accuracy_vs_relative_accuracy.png`` and ``per_class_accuracy.png`` (:mod:`lt_lightning.study.figures`).
@@ -24,7 +27,7 @@ from typing import Any
 
 from lt_lightning.study.config import STAGES, StudyConfig, file_sha256
 from lt_lightning.study.figures import plot_per_class, plot_relative_accuracy
-from lt_lightning.study.grid import Unit
+from lt_lightning.study.grid import Unit, distribution_stage
 from lt_lightning.study.metrics import format_mean_std, mean_std, relative_accuracy, upper_reference_accuracy
 from lt_lightning.study.provenance import git_commit, versions
 
@@ -66,13 +69,13 @@ def collect(study: StudyConfig, units: Sequence[Unit]) -> dict[str, Any]:
     def result_of(method_name: str, train_set: str, seed: int) -> dict[str, Any] | None:
         method = study.method(method_name)
         if method.derived:
-            return stage(method.source, train_set, seed, method.stage)  # type: ignore[arg-type]
+            return stage(method.source, train_set, seed, method.stage_name)  # type: ignore[arg-type]
         return joint(method_name, train_set, seed)
 
     methods: dict[str, Any] = {}
     for method in study.methods:
         seeds: dict[str, Any] = {}
-        for seed in study.seeds:
+        for seed in study.seeds_of(method):
             lt, bal = result_of(method.name, "lt", seed), result_of(method.name, "balanced", seed)
             a_v = _acc(result_of(study.baseline, "balanced", seed))
             a_t, a_b = _acc(lt), _acc(bal)
@@ -83,12 +86,19 @@ def collect(study: StudyConfig, units: Sequence[Unit]) -> dict[str, Any]:
             entry = {"A_t": a_t, "A_v": a_v, "A_b": a_b, "UA": ua, "RA": ra}
             entry |= {g: _acc(lt, g) for g in ("many", "medium", "few")}
             entry["per_class"] = None if lt is None else lt.get("per_class")
+            entry["fit_wall_s"] = None if lt is None else lt.get("fit_wall_s")
+            entry["note"] = _note(lt)
+            if study.test_distributions and not method.derived:
+                entry["distributions"] = {
+                    distribution_stage(d, r): _acc(stage(method.name, "lt", seed, distribution_stage(d, r)))
+                    for d, r in study.test_distributions
+                }
             if method.stages:
                 entry["stages"] = {"joint": a_t} | {s: _acc(stage(method.name, "lt", seed, s)) for s in method.stages}
             seeds[str(seed)] = entry
         summary = {}
-        for key in ("A_t", "A_v", "A_b", "UA", "RA", "many", "medium", "few"):
-            mean, std, n = mean_std([seeds[str(s)][key] for s in study.seeds])
+        for key in ("A_t", "A_v", "A_b", "UA", "RA", "many", "medium", "few", "fit_wall_s"):
+            mean, std, n = mean_std([seeds[str(s)][key] for s in study.seeds_of(method)])
             summary[key] = {"mean": mean, "std": std, "n": n}
         methods[method.name] = {
             "family": method.family,
@@ -112,6 +122,19 @@ def collect(study: StudyConfig, units: Sequence[Unit]) -> dict[str, Any]:
     return {"methods": methods, "runs": runs, "failed": failed, "pending": pending}
 
 
+def _note(result: dict[str, Any] | None) -> str | None:
+    if result is None:
+        return None
+    notes = []
+    if result.get("fit_adopted_from"):
+        notes.append("fit adopted")
+    if result.get("kind"):
+        notes.append(result["kind"] + " on the source's fit")
+    if result.get("chosen_tau") is not None:
+        notes.append(f"tau = {result['chosen_tau']} (validation sweep)")
+    return "; ".join(notes) or None
+
+
 def _cell(collected: dict[str, Any], method: str, key: str) -> str:
     values = [collected["methods"][method]["seeds"][s][key] for s in collected["methods"][method]["seeds"]]
     return format_mean_std(values)
@@ -123,6 +146,71 @@ def _method_table(study: StudyConfig, collected: dict[str, Any], columns: dict[s
     for m in study.methods:
         cells = [_cell(collected, m.name, k) for k in columns]
         lines.append(f"| {FAMILY_TITLES[m.family]} | {m.name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _gain(value: float | None, base: float | None, scale: float) -> str:
+    return "–" if value is None or base is None else f"{scale * (value - base):+.2f}"
+
+
+def results_table(study: StudyConfig, collected: dict[str, Any], reported: dict[str, Any]) -> list[str]:
+    """One row per method: its config, seeds, top-1 and gain over the baseline, many / medium / few, mean fit wall
+    time, notes; with ``reported`` (``{method: [top-1 %, source]}``) the paper's top-1 and its gain over the paper's
+    baseline beside ours (a derived method quotes the entry of its own name)."""
+    base = study.baseline
+    columns = f"| method | config | seeds | top-1 | gain over {base} | many | medium | few | fit wall time (s) | note |"
+    rule = "|---|---|---|---|---|---|---|---|---|---|"
+    if reported:
+        columns += f" reported top-1 (source) | reported gain over {base} |"
+        rule += "---|---|"
+    ours_base = collected["methods"][base]["summary"]["A_t"]["mean"]
+    paper_base = (reported.get(base) or [None])[0]
+    lines = [columns, rule]
+    for m in study.methods:
+        entry = collected["methods"][m.name]
+        seeds = entry["seeds"]
+        acc = entry["summary"]["A_t"]["mean"]
+        config = f"`{m.config}`" + (f" on {m.source}" if m.source else "")
+        if m.stage is not None:
+            config = f"{m.stage} stage on {m.source}"
+        wall = entry["summary"]["fit_wall_s"]["mean"]
+        notes = "; ".join(dict.fromkeys(s["note"] for s in seeds.values() if s.get("note")))
+        cells = [
+            m.name,
+            config,
+            ", ".join(seeds),
+            _cell(collected, m.name, "A_t"),
+            _gain(acc, ours_base, 100),
+            *(_cell(collected, m.name, g) for g in ("many", "medium", "few")),
+            "–" if wall is None else f"{wall:.0f}",
+            notes,
+        ]
+        if reported:
+            paper = reported.get(m.name)
+            cells += [
+                "–" if not paper else f"{paper[0]} ({paper[1]})",
+                _gain(None if not paper else paper[0], paper_base, 1),
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def test_agnostic_table(study: StudyConfig, collected: dict[str, Any]) -> list[str]:
+    """Top-1 of each config method's long-tailed runs on each test distribution (empty list when none is asked)."""
+    if not study.test_distributions:
+        return []
+    names = ["uniform" if d == "uniform" else f"{d}-{r:g}" for d, r in study.test_distributions]
+    lines = ["| method | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for m in study.methods:
+        if m.derived:
+            continue
+        seeds = collected["methods"][m.name]["seeds"].values()
+        keys = [distribution_stage(d, r) for d, r in study.test_distributions]
+        lines.append(
+            f"| {m.name} | "
+            + " | ".join(format_mean_std([s["distributions"].get(k) for s in seeds]) for k in keys)
+            + " |"
+        )
     return lines
 
 
@@ -201,6 +289,7 @@ def write_report(
     commit = git_commit(exclude=(out,))
     baseline = collected["methods"][study.baseline]["seeds"]
     a_v = format_mean_std([s["A_b"] for s in baseline.values()])
+    reported = json.loads(Path(study.reported).read_text()) if study.reported else {}
     dirty = " (with uncommitted changes)" if commit.get("dirty") else ""
     budget = ", ".join(f"`{b}`" for b in study.budget) or "the method configs as they are"
     all_extra = [*study.extra, *extra]
@@ -214,19 +303,42 @@ def write_report(
         "```",
         "",
         f"Commit `{commit.get('commit') or 'unknown'}`{dirty}, {time.strftime('%Y-%m-%d %H:%M %Z')}. "
-        f"Seeds {list(study.seeds)}; budget {budget}"
+        f"Seeds {list(study.seeds)} (per method: the seeds column); budget {budget}"
         + (f"; extra arguments `{' '.join(all_extra)}`" if all_extra else "")
         + f"; decoupled second stages (cRT, LWS): {study.stage2_epochs} epoch(s).",
         "",
-        "Top-1 accuracy (%) on the balanced test set at the last epoch, mean ± sample standard deviation over seeds "
-        "(one seed: no ±). Following the survey (Zhang et al., TPAMI 2023, Sec. 4): A_t is the method trained on the "
-        "long-tailed set (Acc), A_b the method trained on the balanced reference set (a class-balanced training set "
-        "of the same total size from the same source), A_v plain cross-entropy trained on the balanced reference set "
-        f"(`{study.baseline}`: {a_v}), UA = max(A_v, A_b), RA = A_t / UA, computed per seed.",
+        "Top-1 accuracy (%) on the balanced test set at the last epoch, mean ± sample standard deviation (n - 1) "
+        "over the seeds listed (one seed: no ±).",
         "",
-        "## Table 5: accuracy (Acc), upper reference accuracy (UA), relative accuracy (RA)",
+        "## Results",
         "",
-        *table5(study, collected),
+        *(
+            [
+                f"Reported numbers are the papers' (`{study.reported}`), quoted beside ours, not ours: absolute "
+                "numbers differ between the papers' data and code and ours, so what should match is each method's gain "
+                "over "
+                f"{study.baseline} (ours: on our data; reported: the paper's number minus the reported "
+                f"{study.baseline}).",
+                "",
+            ]
+            if reported
+            else []
+        ),
+        *results_table(study, collected, reported),
+    ]
+    if study.balanced:
+        lines += [
+            "",
+            "## Table 5: accuracy (Acc), upper reference accuracy (UA), relative accuracy (RA)",
+            "",
+            "Following the survey (Zhang et al., TPAMI 2023, Sec. 4): A_t is the method trained on the long-tailed "
+            "set (Acc), A_b the method trained on the balanced reference set (a class-balanced training set of the "
+            "same total size from the same source), A_v plain cross-entropy trained on the balanced reference set "
+            f"(`{study.baseline}`: {a_v}), UA = max(A_v, A_b), RA = A_t / UA, computed per seed.",
+            "",
+            *table5(study, collected),
+        ]
+    lines += [
         "",
         "## Table 6: many / medium / few-shot accuracy of the long-tailed runs",
         "",
@@ -245,6 +357,18 @@ def write_report(
             "epoch(s) with the backbone frozen and class-balanced sampling.",
             "",
             *t7,
+        ]
+    agnostic = test_agnostic_table(study, collected)
+    if agnostic:
+        lines += [
+            "",
+            "## Test-agnostic evaluation",
+            "",
+            "Top-1 of the long-tailed runs on the test set resampled to forward-LT, uniform and backward-LT "
+            "distributions (the imbalance ratio after the name; Zhang et al., NeurIPS 2022, Table 3 protocol), "
+            "the configs' test-time callbacks included (on the unlabeled test images only).",
+            "",
+            *agnostic,
         ]
     lines += ["", "## Figures", ""]
     if figures["fig4"]:
@@ -281,4 +405,4 @@ def _write_text(path: Path, text: str) -> None:
     tmp.replace(path)  # shards finishing together never leave a half-written report
 
 
-__all__ = ["collect", "table5", "table6", "table7", "write_report"]
+__all__ = ["collect", "results_table", "table5", "table6", "table7", "test_agnostic_table", "write_report"]
