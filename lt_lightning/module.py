@@ -552,6 +552,9 @@ class LongTailModule(LightningModule, SlotHolder):
             # Lightning resumes it into the next epoch without on_train_epoch_start; an epoch resumed in its middle
             # starts at batch_idx > 0 and its restored sums go on
             self.train_loss_mean.reset()
+        set_epoch = getattr(self.training_criterion, "set_epoch", None)
+        if callable(set_epoch):  # a loss with per-epoch state (ProCo's vMF estimates); idempotent, so resume-exact
+            set_epoch(self.current_epoch)
 
     def on_validation_epoch_end(self) -> None:
         self.last_val_results = self.val_metric.compute()

@@ -25,6 +25,7 @@ from lt_lightning.losses.logit_adjustment import (
     logit_adjusted_loss,
 )
 from lt_lightning.losses.paco import PaCoLoss, paco_loss
+from lt_lightning.losses.proco import ProCoLoss, proco_loss
 from lt_lightning.losses.ride import RIDELoss
 from lt_lightning.losses.sade import DiverseExpertLoss
 from lt_lightning.losses.seesaw import SeesawLoss, seesaw_loss
@@ -34,8 +35,10 @@ from lt_lightning.losses.weighting import effective_number_weights, inverse_powe
 
 __all__ = [
     "PaCoLoss",
+    "ProCoLoss",
     "SupervisedContrastiveLoss",
     "paco_loss",
+    "proco_loss",
     "simclr_loss",
     "supervised_contrastive_loss",
     "DistillationLoss",

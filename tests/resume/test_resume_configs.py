@@ -45,6 +45,7 @@ IN_CI = {
     "paco",  # momentum encoder and queue in the callback state
     "sade",  # multi-expert losses
     "weight_balancing",  # a classifier variant with checkpointed state (the MaxNorm threshold), projected per epoch
+    "proco",  # per-class vMF statistics in loss buffers, and their epoch in loss buffers, swapped at each epoch start
 }
 SLOW = os.environ.get("LT_LIGHTNING_SLOW") == "1"
 BATCHES = 2
