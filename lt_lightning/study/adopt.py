@@ -15,9 +15,12 @@ must equal the unit's own resolved config (``lt-lightning fit <unit args> --prin
 
 Anything else (another value, a key the source has and the unit lacks) keeps the unit to be trained, and the study
 prints the first differences. An adopted fit is copied (never linked: the study's cache must not change when the
-source folder does) to ``<unit>/fit``, must pass :func:`~lt_lightning.study.grid.check_fit_finished`, and its marker
-``fit.done.json`` records ``adopted_from`` and the source's fit wall time; the unit's test and stages then run as
-usual on the adopted checkpoint, with the current code. The code version that trained an adopted fit is not known
+source folder does) to ``<unit>/fit``. A finished one (:func:`~lt_lightning.study.grid.check_fit_finished`) gets the
+marker ``fit.done.json`` with ``adopted_from`` and the source's fit wall time; the unit's test and stages then run
+as usual on the adopted checkpoint, with the current code. An unfinished one (a fit killed before its last epoch,
+e.g. a long run moved into a study) gets no marker: the study resumes it from that checkpoint (renamed
+``adopted-last.ckpt``) exactly as it resumes its own killed fits (stop the process that trained it first: two
+processes must never train one run). The code version that trained an adopted fit is not known
 to the study (the source folder does not record it); ``result.json`` says the fit was adopted.
 """
 
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -139,6 +143,10 @@ def adopt_fit(unit: Unit, source: Path) -> tuple[bool, str]:
         return False, f"no finished fit at {fit}"
     try:
         check_fit_finished(fit)
+        finished = True
+    except RunFailed:
+        finished = False  # a killed fit: copied, then resumed by the study
+    try:
         diffs = fit_differences(
             yaml.safe_load(config_file.read_text()), resolved_config(list(unit.args), unit.directory)
         )
@@ -151,6 +159,15 @@ def adopt_fit(unit: Unit, source: Path) -> tuple[bool, str]:
     shutil.rmtree(target, ignore_errors=True)
     unit.directory.mkdir(parents=True, exist_ok=True)
     shutil.copytree(fit, target)
+    if not finished:
+        # Lightning's ModelCheckpoint reloads its last_model_path only in the folder it saved it in: resumed here from
+        # a last.ckpt it does not know, it would save the new last epochs as last-v1.ckpt beside the stale one. The
+        # adopted checkpoint is renamed (and made the newest, so the study resumes from it) to keep last.ckpt free.
+        last = find_checkpoint(target)
+        if last is not None:
+            renamed = last.rename(last.with_name("adopted-last.ckpt"))
+            os.utime(renamed)
+        return True, f"adopted the unfinished fit {fit}: the study resumes it from its last checkpoint"
     source_result = fit.parent / "result.json"
     wall = json.loads(source_result.read_text()).get("fit_wall_s", 0.0) if source_result.is_file() else 0.0
     write_json(marker, {"wall_s": wall, "resumed_from": None, "adopted_from": str(fit)})

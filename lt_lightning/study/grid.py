@@ -318,6 +318,7 @@ def _joint(unit: Unit, launch: Launch | None, commit: dict[str, Any]) -> dict[st
     if missing:
         raise RunFailed(f"config file(s) not found: {missing}")
     fit_wall = _fit(unit, launch)
+    marker = json.loads((unit.directory / "fit.done.json").read_text())
     ckpt = _stage1_checkpoint(unit)
     test_wall = lt_cli("test", [*unit.args, f"--ckpt_path={ckpt}"], unit.directory, "test", launch)
     result = {
@@ -328,7 +329,7 @@ def _joint(unit: Unit, launch: Launch | None, commit: dict[str, Any]) -> dict[st
         **read_report(unit.directory / "test"),
         "fit_wall_s": round(fit_wall, 1),
         "test_wall_s": round(test_wall, 1),
-        "fit_adopted_from": json.loads((unit.directory / "fit.done.json").read_text()).get("adopted_from"),
+        **{f"fit_{k}": marker.get(k) for k in ("adopted_from", "resumed_from")},
         "args": list(unit.args),
         "config_sha256": {f: file_sha256(f) for f in unit.files},
         **commit,

@@ -128,6 +128,8 @@ def _note(result: dict[str, Any] | None) -> str | None:
     notes = []
     if result.get("fit_adopted_from"):
         notes.append("fit adopted")
+    if result.get("fit_resumed_from"):
+        notes.append("fit resumed (wall time of the resumed part)")
     if result.get("kind"):
         notes.append(result["kind"] + " on the source's fit")
     if result.get("chosen_tau") is not None:

@@ -122,3 +122,33 @@ def test_study_adopts_the_same_fit_and_trains_the_rest(tmp_path: Path, monkeypat
     capsys.readouterr()
     main(["study", "-c", "second.yaml", "--launcher", "inprocess", "--no-report", "--adopt-fits", "table"])
     assert "cached ce [lt, seed 0]" in capsys.readouterr().out  # adopted once, then cached
+
+
+def test_an_unfinished_fit_is_adopted_and_resumed_to_the_uninterrupted_result(tmp_path: Path, monkeypatch) -> None:
+    """A long fit killed mid-way in another runs folder moves into the study: copied, then resumed from its last
+    checkpoint, it ends where the uninterrupted fit ends."""
+    config = synthetic_config(tmp_path / "ce.yaml").read_text()
+    config = config.replace("max_epochs: 1", "max_epochs: 2").replace(
+        "{save_last: true}", "{save_last: true, save_top_k: -1}"
+    )
+    (tmp_path / "ce.yaml").write_text(config)
+    study = STUDY.replace("RUNS", "RUNS\ntrain_sets: [lt]")
+    (tmp_path / "first.yaml").write_text(study.replace("RUNS", "first"))
+    (tmp_path / "second.yaml").write_text(study.replace("RUNS", "second"))
+    monkeypatch.chdir(tmp_path)
+    main(["study", "-c", "first.yaml", "--launcher", "inprocess", "--no-report"])
+    (lt_unit,) = Path("first/ce").glob("lt-seed0-*")
+    shutil.copytree(lt_unit / "fit", "table/ce/fit")
+    checkpoints = Path("table/ce/fit/checkpoints")
+    (first_epoch,) = checkpoints.glob("epoch=0-*.ckpt")
+    for ckpt in checkpoints.glob("*.ckpt"):
+        if ckpt != first_epoch:
+            ckpt.unlink()
+    first_epoch.rename(checkpoints / "last.ckpt")  # as if killed after epoch 1 of 2
+
+    main(["study", "-c", "second.yaml", "--launcher", "inprocess", "--no-report", "--adopt-fits", "table"])
+    (adopted,) = Path("second/ce").glob("lt-seed0-*")
+    marker = json.loads((adopted / "fit.done.json").read_text())
+    assert marker["resumed_from"].endswith("adopted-last.ckpt") and "adopted_from" not in marker
+    result, original = (json.loads((u / "result.json").read_text()) for u in (adopted, lt_unit))
+    assert result["acc"] == original["acc"] and result["per_class"] == original["per_class"]

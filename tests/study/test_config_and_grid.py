@@ -58,7 +58,10 @@ def _study(**changes) -> dict:
             {"methods": [{"name": "x", "from": "ce", "stage": "crt", "config": "a.yaml", "family": "module"}]},
             "either stage",
         ),
-        ({"methods": [{"name": "x", "from": "ce", "stage": "crt", "seeds": [1], "family": "module"}]}, "source's seeds"),
+        (
+            {"methods": [{"name": "x", "from": "ce", "stage": "crt", "seeds": [1], "family": "module"}]},
+            "source's seeds",
+        ),
         ({"methods": [{"name": "ce", "config": "a.yaml", "family": "baseline", "seeds": [1, 1]}]}, "distinct"),
         ({"train_sets": ["balanced"]}, "train_sets must be"),
         ({"train_sets": ["lt", "val"]}, "train_sets must be"),
