@@ -12,6 +12,11 @@ PaCo, Cui et al. ICCV 2021) compare ``z = normalize(g(f))``, where ``g`` is a sm
 
 ``g`` is ``Linear(D, H) -> [BatchNorm1d(H)] -> ReLU -> Linear(H, projection_dim)`` (SupCon's "mlp" head; the
 PaCo / MoCo v2 CIFAR head adds the BatchNorm).
+
+With ``prototype_projection=True`` a second MLP ``g'`` of the same shape maps the classifier's class weights
+``W [C, D]`` to class prototypes ``extras["prototypes"] = normalize(g'(W))`` ``[C, projection_dim]``, BCL's
+class-complement (Zhu et al., CVPR 2022; FlamieZhu/Balanced-Contrastive-Learning ``models/resnext.py``:
+``centers_logits = F.normalize(self.head_fc(self.fc.weight.T), dim=1)``).
 """
 
 from __future__ import annotations
@@ -27,6 +32,16 @@ from lt_lightning.output import ModelOutput, as_output
 
 #: where the projection is stored in ``ModelOutput.extras``
 PROJECTION_KEY = "projection"
+#: where the class prototypes (``prototype_projection=True``) are stored in ``ModelOutput.extras``
+PROTOTYPES_KEY = "prototypes"
+
+
+def _mlp(in_features: int, hidden: int, out_features: int, batch_norm: bool) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Linear(in_features, hidden)]
+    if batch_norm:
+        layers.append(nn.BatchNorm1d(hidden))
+    layers += [nn.ReLU(inplace=True), nn.Linear(hidden, out_features)]
+    return nn.Sequential(*layers)
 
 
 class ProjectionHead(ClassifierHead):
@@ -43,6 +58,8 @@ class ProjectionHead(ClassifierHead):
         classifier: head factory called as ``classifier(D, C)``; default linear.
         detach_classifier: feed the classifier ``f.detach()`` (no gradient from the classifier into the backbone).
         batch_norm: BatchNorm after the hidden layer (MoCo v2 / PaCo CIFAR head).
+        prototype_projection: also project the classifier's weights ``[C, D]`` (its ``weight``) with a second MLP of
+            the same shape into ``extras["prototypes"]`` (BCL); the default ``False`` adds nothing.
     """
 
     def __init__(
@@ -54,6 +71,7 @@ class ProjectionHead(ClassifierHead):
         classifier: Callable[[int, int], nn.Module] = LinearHead,
         detach_classifier: bool = True,
         batch_norm: bool = False,
+        prototype_projection: bool = False,
     ) -> None:
         super().__init__()
         if in_features <= 0 or num_classes <= 0:
@@ -67,12 +85,18 @@ class ProjectionHead(ClassifierHead):
         self.num_classes = num_classes
         self.projection_dim = projection_dim
         self.detach_classifier = bool(detach_classifier)
-        layers: list[nn.Module] = [nn.Linear(in_features, hidden)]
-        if batch_norm:
-            layers.append(nn.BatchNorm1d(hidden))
-        layers += [nn.ReLU(inplace=True), nn.Linear(hidden, projection_dim)]
-        self.projection = nn.Sequential(*layers)
+        self.projection = _mlp(in_features, hidden, projection_dim, batch_norm)
         self.classifier = classifier(in_features, num_classes)
+        self.prototype_projection = (
+            _mlp(in_features, hidden, projection_dim, batch_norm) if prototype_projection else None
+        )
+        if self.prototype_projection is not None:
+            weight = getattr(self.classifier, "weight", None)
+            if not isinstance(weight, Tensor) or tuple(weight.shape) != (num_classes, in_features):
+                raise ValueError(
+                    f"prototype_projection needs a classifier with a weight [{num_classes}, {in_features}] (linear or "
+                    f"cosine), got {type(self.classifier).__name__}"
+                )
 
     @property
     def weight(self) -> Tensor:
@@ -96,6 +120,8 @@ class ProjectionHead(ClassifierHead):
         output = as_output(self.classifier(head_input), features)
         output.features = features
         output.extras[PROJECTION_KEY] = self.project(features)
+        if self.prototype_projection is not None:
+            output.extras[PROTOTYPES_KEY] = F.normalize(self.prototype_projection(self.classifier.weight), dim=1)
         return output
 
     def extra_repr(self) -> str:

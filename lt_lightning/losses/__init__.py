@@ -3,6 +3,7 @@
 from lt_lightning.losses._checks import check_finite_loss
 from lt_lightning.losses.base import LongTailLoss
 from lt_lightning.losses.bbn import BilateralLoss
+from lt_lightning.losses.bcl import BalancedContrastiveLoss, balanced_contrastive_loss
 from lt_lightning.losses.class_balanced import ClassBalancedLoss, class_balanced_loss, sigmoid_focal_loss
 from lt_lightning.losses.contrastive import simclr_loss, supervised_contrastive_loss
 from lt_lightning.losses.cross_entropy import CrossEntropyLoss, cross_entropy
@@ -34,6 +35,8 @@ from lt_lightning.losses.weighted import ClassWeightedLoss, WeightedCrossEntropy
 from lt_lightning.losses.weighting import effective_number_weights, inverse_power_weights
 
 __all__ = [
+    "BalancedContrastiveLoss",
+    "balanced_contrastive_loss",
     "PaCoLoss",
     "ProCoLoss",
     "SupervisedContrastiveLoss",
