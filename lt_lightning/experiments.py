@@ -26,7 +26,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 #: datasets with a recipe in configs/data/ and every method of configs/method/ (``*_paper`` recipes: CIFAR only)
 DATASETS: tuple[str, ...] = ("digits_lt", "cifar10_lt", "cifar100_lt")
 #: datasets with a recipe and only the methods named here (their data is not on a CPU machine)
-SOME_METHODS: dict[str, tuple[str, ...]] = {"imagenet_lt": ("ce",)}
+SOME_METHODS: dict[str, tuple[str, ...]] = {"imagenet_lt": ("ce", "lift")}
 #: ``<method>_paper.yaml``: a paper's own CIFAR recipe where it differs from LDAM-DRW's
 PAPER_RECIPE_DATASETS: tuple[str, ...] = ("cifar10_lt", "cifar100_lt")
 
