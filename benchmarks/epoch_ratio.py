@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -44,17 +43,6 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO / "configs" / "data" / "cifar10_lt.yaml"  # the CIFAR-10-LT recipe alone: CE
 SIDES = ("fit", "bare")
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo`` on Linux, else :func:`platform.processor`)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def epoch_seconds(marks: list[float]) -> list[float]:
@@ -232,6 +220,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
+    sys.path.insert(0, str(REPO))  # the checkout's lt_lightning when run as a script
+    from lt_lightning.study import provenance
+
     args = parse_args(argv)
     if args.child is not None:
         record = child_fit(args) if args.child == "fit" else child_bare(args)
@@ -279,7 +270,8 @@ def main(argv: list[str] | None = None) -> None:
     fit_s, bare_s = statistics.median(times["fit"]), statistics.median(times["bare"])
     print()
     print(
-        f"machine: {cpu_model()}, {os.cpu_count()} logical cores, torch {torch.__version__}, threads {args.threads}; "
+        f"machine: {provenance.cpu_model()}, {os.cpu_count()} logical cores, torch {torch.__version__}, "
+        f"threads {args.threads}; "
         f"1-min load average {load_before[0]:.2f} before, {load_after[0]:.2f} after"
     )
     print(

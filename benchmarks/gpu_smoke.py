@@ -11,7 +11,7 @@ epochs a DRW / DRS switch, a classifier stage (cRT, LWS, MiSLAS), a router stage
 ``lt-lightning test`` on its ``last.ckpt`` with ``--limit-test-batches``. Every command gets
 ``--trainer.accelerator``, ``devices=1``, the fast path of ``configs/trainer/fast_bf16.yaml`` (bf16 autocast,
 channels_last) unless ``--no-fast``, and ``data.init_args.train_set_on_device`` for the in-memory datamodules (CIFAR,
-Digits) unless ``--no-train-set-on-device``: the settings of ``benchmarks/gpu_table.py``. CIFAR runs read ``--root``;
+Digits) unless ``--no-train-set-on-device``: the settings of the GPU table (docs/gpu.md). CIFAR runs read ``--root``;
 a run whose data root (from its resolved config) does not exist is listed as skipped. Logs:
 ``<runs>/<name>/{fit,test}.log`` (``<runs>/digits_lt/ldam_drw/fit.log``; a stand-alone config's path without
 ``.yaml``); the table is printed and written with the error lines to ``<runs>/gpu_smoke.json``; the exit status is 1

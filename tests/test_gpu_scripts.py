@@ -1,6 +1,7 @@
-"""``benchmarks/gpu_table.py`` and ``benchmarks/gpu_smoke.py`` end to end on the CPU with a tiny budget.
+"""The one-GPU table (``lt-lightning study --parallel``) and ``benchmarks/gpu_smoke.py`` end to end on the CPU with a
+tiny budget.
 
-Both scripts launch the ordinary CLI in subprocesses; on a GPU they run the same way with ``--accelerator gpu``
+Both launch the ordinary CLI in subprocesses; on a GPU they run the same way with ``--accelerator gpu``
 (docs/performance.md). Here: the tiny generated CIFAR-10 (2 methods, 1 epoch of 1 batch) and 3 Digits-LT experiments (3
 epochs of 2 batches: the DRW switch and cRT's classifier stage happen).
 """
@@ -26,69 +27,47 @@ def _script(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=900, check=False)
 
 
-def test_default_methods_put_the_table_rows_first() -> None:
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        import gpu_table
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
-    methods = gpu_table.default_methods("cifar10_lt")
-    assert methods[:11] == list(gpu_table.TABLE_ORDER)
-    assert "focal" in methods and not any(m.endswith("_paper") for m in methods) and len(set(methods)) == len(methods)
-    assert "crt@ce" in methods and "crt" not in methods and "tau_norm" not in methods  # measured on the CE fit
-    assert gpu_table.merge({"a": {"b": 1, "c": 2}, "d": 3}, {"a": {"b": 5}}) == {"a": {"b": 5, "c": 2}, "d": 3}
-
-
-def test_gpu_table_on_cpu_runs_concurrently_and_builds_the_table_from_the_cache(tmp_path: Path) -> None:
+def test_gpu_table_study_on_cpu_runs_units_side_by_side_into_the_study_cache(tmp_path: Path) -> None:
+    """The one-GPU table (docs/gpu.md): ``lt-lightning study -c configs/study/cifar10_lt_200ep.yaml --parallel N`` with
+    the fast overlay and the training set on the device, here on the CPU with a tiny budget and one seed."""
     root = tmp_path / "data"
     write_tiny_cifar10(root, train_per_class=100, test_per_class=1)
     budget = tmp_path / "budget.yaml"
-    budget.write_text("trainer:\n  max_epochs: 1\ndata:\n  init_args:\n    val_per_class: 1\n")
-    runs, table = tmp_path / "runs", tmp_path / "table.md"
-    common = ["--budget", str(budget), "--root", str(root), "--runs", str(runs), "--parallel", "2"]
-    common += ["--accelerator", "cpu", "--limit-train-batches", "1", "--out", str(table)]
-    rows = ["crt@ce", "ce", "balanced_softmax", "tau_norm@ce"]  # rows on the CE fit wait for it, whatever the order
-    proc = _script("gpu_table.py", "--methods", *rows, *common, cwd=tmp_path)
+    budget.write_text(
+        "trainer:\n  max_epochs: 1\n  limit_train_batches: 1\ndata:\n  init_args:\n    val_per_class: 1\n"
+    )
+    runs, report = tmp_path / "runs", tmp_path / "report"
+    command = [sys.executable, "-m", "lt_lightning", "study", "-c", str(REPO / "configs/study/cifar10_lt_200ep.yaml")]
+    command += ["--methods", "ce", "balanced_softmax", "tau_norm", "crt", "--seeds", "0", "--parallel", "2"]
+    command += ["--runs-dir", str(runs), "--report-dir", str(report), "--overlay", str(budget)]
+    command += ["--overlay", str(REPO / "configs/trainer/fast_bf16.yaml")]
+    command += [
+        "--extra",
+        f"data.init_args.root={root}",
+        "trainer.accelerator=cpu",
+        "data.init_args.train_set_on_device=true",
+    ]
+    proc = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=900, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "2 runs: 2 run now, 0 cached, 0 failed" in proc.stdout
 
-    out = runs / "cifar10_lt"
-    summary = json.loads((out / "gpu_table.json").read_text())
-    assert [r["method"] for r in summary["runs"]] == rows
-    assert [r["status"] for r in summary["runs"]] == ["ok"] * 4 and summary["failed"] == []
-    # cRT's stage as a second fit from the CE checkpoint; tau-norm tests the CE checkpoint itself (no fit of its own)
-    overlay = yaml.safe_load((out / "crt_on_ce" / "stage_overlay.yaml").read_text())
+    data = json.loads((report / "study.json").read_text())
+    assert all(
+        data["methods"][m]["seeds"]["0"]["A_t"] is not None for m in ("ce", "balanced_softmax", "tau_norm", "crt")
+    )
+    (ce_unit,) = (runs / "ce").glob("lt-seed0-*")
+    fit_config = yaml.safe_load((ce_unit / "fit" / "config.yaml").read_text())
+    assert fit_config["trainer"]["precision"] == "bf16-mixed" and fit_config["trainer"]["max_epochs"] == 1
+    assert fit_config["data"]["init_args"]["train_set_on_device"] is True
+    # cRT's stage as a second fit from the CE checkpoint (its length: 10 of crt.yaml's 210 epochs of a 1-epoch run
+    # rounds to 1); tau-norm tests the CE checkpoint itself
+    (overlay_file,) = ce_unit.glob("crt-*/stage_overlay.yaml")
+    overlay = yaml.safe_load(overlay_file.read_text())
     (stage,) = [c for c in overlay["trainer"]["callbacks"] if c["class_path"].endswith("ClassifierRetraining")]
-    assert stage["init_args"]["init_from"] == str((out / "ce" / "fit" / "checkpoints" / "last.ckpt").resolve())
-    assert stage["init_args"]["method"] == "crt" and overlay["trainer"]["max_epochs"] == 1
-    assert (out / "crt_on_ce" / "fit" / "checkpoints" / "last.ckpt").is_file()
-    assert not (out / "tau_norm_on_ce" / "fit").exists() and (out / "tau_norm_on_ce" / "result.json").is_file()
-    assert "test-time rule applied on the ce fit" in (out / "tau_norm_on_ce" / "result.json").read_text()
-    assert summary["parallel"] == 2 and summary["device"] == "cpu" and summary["total_wall_s"] > 0
-    settings = yaml.safe_load((out / "gpu_table.yaml").read_text())
-    assert settings["trainer"] == {"max_epochs": 1, "precision": "bf16-mixed", "accelerator": "cpu", "devices": 1} | {
-        "limit_train_batches": 1
-    }
-    assert settings["data"]["init_args"] == {"val_per_class": 1, "train_set_on_device": True}
-    assert settings["model"]["init_args"]["channels_last"] is True
-    for method in ("ce", "balanced_softmax"):  # results_table.py's cache layout, with per-run logs
-        assert (out / method / "result.json").is_file() and (
-            out / method / "fit" / "checkpoints" / "last.ckpt"
-        ).is_file()
-        assert (out / method / "fit.log").is_file() and (out / method / "test.log").is_file()
-        fit_config = yaml.safe_load((out / method / "fit" / "config.yaml").read_text())
-        assert fit_config["data"]["init_args"]["train_set_on_device"] is True
-        assert fit_config["trainer"]["precision"] == "bf16-mixed"
-    text = table.read_text()
-    assert "| ce | `configs/data/cifar10_lt.yaml + configs/method/ce.yaml` |" in text and "| balanced_softmax |" in text
-    assert "wall s" in proc.stdout and "4 runs, 2 at once on cpu" in proc.stdout
-
-    # again with a method that does not exist: the finished runs come from the cache, the bad one fails, exit 1
-    proc = _script("gpu_table.py", "--methods", *rows, "no_such_method", *common, cwd=tmp_path)
-    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
-    summary = json.loads((out / "gpu_table.json").read_text())
-    assert [r["status"] for r in summary["runs"]] == ["cached"] * 4 + ["failed"]
-    assert summary["failed"] == ["no_such_method"] and "no method 'no_such_method'" in summary["runs"][4]["error"]
-    assert "failed: no_such_method" in proc.stdout
+    assert stage["init_args"]["init_from"] == str((ce_unit / "fit" / "checkpoints" / "last.ckpt").resolve())
+    assert not list(ce_unit.glob("tau_norm-*_fit"))
+    text = (report / "report.md").read_text()
+    assert "| tau_norm | `" in text and "reported top-1 (source)" in text
 
 
 def test_gpu_smoke_finds_experiments_by_name_and_pattern_and_configs_by_glob(tmp_path: Path) -> None:

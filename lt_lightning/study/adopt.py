@@ -1,6 +1,6 @@
 """Adopt finished fits from another runs folder into the study's cache (``lt-lightning study --adopt-fits DIR``).
 
-A study's long-tailed units are often fits that already exist: ``benchmarks/results_table.py`` trains the same
+A study's long-tailed units are often fits that already exist: a table script or an earlier study trained the same
 method configs at the same budget into ``<runs>/<dataset>/<config stem>/fit``. Training them again costs hours on a
 CPU. A unit adopts such a fit only when the fit is **the same run**: the ``config.yaml`` that Lightning saved with it
 must equal the unit's own resolved config (``lt-lightning fit <unit args> --print_config``) key by key, except
@@ -123,7 +123,7 @@ def fit_differences(saved: dict[str, Any], resolved: dict[str, Any]) -> list[str
 
 
 def source_fit(source: Path, config: str) -> Path:
-    """Where a fit of ``config`` lives in ``source``: ``<source>/<config stem>/fit`` (results_table's layout)."""
+    """Where a fit of ``config`` lives in ``source``: ``<source>/<config stem>/fit`` (one folder per method config)."""
     return source / Path(config).stem / "fit"
 
 

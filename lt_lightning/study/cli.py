@@ -5,7 +5,7 @@
     lt-lightning study -c configs/study/digits_lt.yaml --extra trainer.max_epochs=2 --runs-dir /tmp/quick
     lt-lightning study -c configs/study/cifar10_lt.yaml --shard 3/8       # one job of a cluster array
     lt-lightning study -c configs/study/cifar10_lt.yaml --report-only     # after all shards: the report
-    lt-lightning study -c configs/study/cifar10_lt.yaml --adopt-fits runs/cifar10_lt  # reuse results_table's fits
+    lt-lightning study -c configs/study/cifar10_lt.yaml --adopt-fits runs/cifar10_lt  # reuse fits from elsewhere
     lt-lightning study -c configs/study/digits_lt.yaml --report-only --publish  # the report into its report_dir
     lt-lightning study -c configs/study/cifar10_lt_200ep.yaml --parallel 12 --overlay configs/trainer/fast_bf16.yaml \\
         --extra trainer.accelerator=gpu trainer.devices=1 data.init_args.train_set_on_device=true   # one GPU
@@ -46,14 +46,17 @@ Every shard must be given the same ``--extra`` (it is part of the runs' cache ke
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shlex
 import sys
+import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from lt_lightning.study.adopt import adopt_fit
-from lt_lightning.study.config import load_study, normalise_cli_args
+from lt_lightning.study.config import StudyConfig, load_study, normalise_cli_args
 from lt_lightning.study.grid import build_units, parse_shard, run_grid, shard_units
 from lt_lightning.study.launch import LAUNCHERS, Launch
 from lt_lightning.study.report import write_report
@@ -88,6 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-c", "--config", required=True, help="the study YAML (lt_lightning.study.config)")
     parser.add_argument("--shard", default=None, help="K/N: run only shard K of N (1 <= K <= N) of the grid")
     parser.add_argument("--methods", nargs="+", default=None, help="run only these methods (names in the study)")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="run only these of the study's seeds (e.g. one seed of every row first)",
+    )
     parser.add_argument("--runs-dir", default=None, help="override the study's runs_dir")
     parser.add_argument(
         "--report-dir", default=None, help="write the report here (default: <runs_dir>/report; see --publish)"
@@ -113,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--adopt-fits",
         default=None,
         metavar="DIR",
-        help="before running, copy finished fits from DIR/<config stem>/fit (benchmarks/results_table.py's layout) "
+        help="before running, copy fits from DIR/<config stem>/fit (finished: tested; unfinished: resumed) "
         "into the units whose resolved config they match (lt_lightning.study.adopt)",
     )
     parser.add_argument(
@@ -129,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         metavar="N",
-        help="run N units at once, each in its own subprocesses (several small fits side by side on one GPU)",
+        help="run N units at once, each in its own subprocesses (several small fits side by side on one GPU; "
+        "OMP_NUM_THREADS = cores / N unless set)",
     )
     parser.add_argument("--list", action="store_true", help="print the grid and its cache state, run nothing")
     parser.add_argument("--report-only", action="store_true", help="write the report from the cache, run nothing")
@@ -184,6 +195,31 @@ def split_extra(argv: Sequence[str], options: set[str]) -> tuple[list[str], list
     return rest, extra
 
 
+def only_seeds(study: StudyConfig, seeds: Sequence[int]) -> StudyConfig:
+    """``study`` with every method's seeds (and the study's) cut to ``seeds``; a method left without one is dropped.
+
+    Raises:
+        ValueError: a seed no method runs with, or the baseline left without a seed.
+    """
+    unknown = sorted(set(seeds) - set(study.all_seeds()))
+    if unknown:
+        raise ValueError(f"--seeds {unknown} are not seeds of study {study.name!r} ({list(study.all_seeds())})")
+    keep = set(seeds)
+    methods = []
+    for m in study.methods:
+        own = None if m.seeds is None else tuple(s for s in m.seeds if s in keep)
+        if own == () or (m.seeds is None and not m.derived and not keep & set(study.seeds)):
+            continue
+        methods.append(replace(m, seeds=own))
+    names = {m.name for m in methods}
+    methods = [m for m in methods if m.source is None or m.source in names]
+    if study.baseline not in names:
+        raise ValueError(f"--seeds {sorted(keep)} leave the baseline {study.baseline!r} without a seed")
+    return study.with_overrides(
+        seeds=tuple(s for s in study.seeds if s in keep) or tuple(sorted(keep)), methods=tuple(methods)
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the study command; return the exit status (0, or 1 when a run failed)."""
     from rich.console import Console
@@ -203,6 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.publish and args.report_dir:
             raise ValueError("give --publish (the study's report_dir) or --report-dir DIR, not both")
         study = study.with_overrides(runs_dir=args.runs_dir, stage2_epochs=args.stage2_epochs)
+        if args.seeds is not None:
+            study = only_seeds(study, args.seeds)
         if args.overlay:
             missing = [f for f in args.overlay if not Path(f).is_file()]
             if missing:
@@ -244,11 +282,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 console.print(f"{unit.label}: {why}", markup=False, highlight=False, soft_wrap=True)
     if not args.report_only:
         title = f"study {study.name}" + (f" shard {args.shard}" if shard else "")
+        if args.parallel > 1 and "OMP_NUM_THREADS" not in os.environ:  # the runs' processes share the cores
+            os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.parallel))
+        start = time.time()
         outcomes = run_grid(units, launch, console, title, args.parallel)
         failed = [o for o in outcomes if o.status == "failed"]
         done = sum(o.status == "done" for o in outcomes)
         cached = sum(o.status == "cached" for o in outcomes)
         summary = f"{len(units)} runs: {done} run now, {cached} cached, {len(failed)} failed"
+        summary += f" ({time.time() - start:.0f} s in all, {args.parallel} at a time)"
         console.print(summary, highlight=False, soft_wrap=True)
         status = 1 if failed else 0
     if not args.no_report:

@@ -12,16 +12,24 @@ Example (``configs/study/digits_lt.yaml``)::
     stage2_epochs: 10                    # epochs of the decoupled cRT / LWS second stages
     runs_dir: runs/study/digits_lt       # cached runs
     report_dir: docs/study/digits_lt     # tables, JSON, figures
+    train_sets: [lt, balanced]           # [lt]: no balanced reference runs (a results table: no UA / RA)
+    reported: null                       # JSON {method: [top-1 %, source]}: the papers' numbers beside ours
+    test_distributions: []               # e.g. [[forward, 50], [uniform, 1], [backward, 50]]: test-agnostic table
     methods:
-      - {name: ce, config: configs/method/ce.yaml, family: baseline, stages: [ncm, crt, lws]}
+      - {name: ce, config: configs/method/ce.yaml, family: baseline, stages: [ncm, crt, lws], seeds: [0, 1, 2]}
       - {name: focal, config: configs/method/focal.yaml, family: re-balancing}
       - {name: crt_ce, from: ce, stage: crt, family: module}
+      - {name: tau_norm, from: ce, config: configs/method/tau_norm.yaml, family: module}
 
 A method is either a **config** (a method YAML: ``lt-lightning fit -c DATA_CONFIG -c CONFIG``, or a stand-alone one
 when the study has no ``data_config``), run as it is on the long-tailed training
 set and on its balanced reference set, or **derived**: ``from`` another method and ``stage`` one of its decoupled
 second stages (``ncm``, ``crt``, ``lws``), whose numbers are that stage run after the other method's fit, on each
-training set (how a two-stage method is measured at a budget too short for its own one-fit config). ``stages``
+training set (how a two-stage method is measured at a budget too short for its own one-fit config); or derived
+``from`` another method with a ``config`` of its own, applied on that method's fit: a test-time rule (τ-norm, NCM,
+post-hoc logit adjustment) tests its checkpoint, a classifier stage (cRT, LWS, ...) is trained alone as a second fit
+from it (the survey's decoupled rows, as a results table measures them). A config method's ``seeds`` replace the
+study's for it (and for the methods derived from it). ``stages``
 lists decoupled stages to measure on a config method's long-tailed runs for Table 7 (joint / NCM / cRT / LWS).
 ``family`` is the survey's taxonomy: ``baseline`` (softmax), ``re-balancing`` (class re-balancing),
 ``augmentation`` (information augmentation), ``module`` (module improvement).

@@ -11,7 +11,6 @@ the progress bar off; its output goes to a log file. Two launchers:
 * ``"inprocess"``: :func:`lt_lightning.cli.run` in this process: no start-up cost per command (seconds on a small
   machine), for tests and small CPU studies; not for DDP strategies that re-launch the command line.
 
-The same logic as ``benchmarks/results_table.py`` (``lt_cli``, ``read_report``), moved into the package.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ import os
 import platform
 import subprocess
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 
@@ -61,4 +62,23 @@ def versions() -> dict[str, str | None]:
     return found
 
 
-__all__ = ["git_commit", "versions"]
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else :func:`platform.processor`)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict[str, object]:
+    """The machine the numbers come from (they shift with the CPU and the GPU): CPU model, logical cores, GPU name."""
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "gpu": gpu}
+
+
+__all__ = ["cpu_model", "git_commit", "machine", "versions"]

@@ -29,7 +29,7 @@ from lt_lightning.study.config import STAGES, StudyConfig, file_sha256
 from lt_lightning.study.figures import plot_per_class, plot_relative_accuracy
 from lt_lightning.study.grid import Unit, distribution_stage
 from lt_lightning.study.metrics import format_mean_std, mean_std, relative_accuracy, upper_reference_accuracy
-from lt_lightning.study.provenance import git_commit, versions
+from lt_lightning.study.provenance import git_commit, machine, versions
 
 FAMILY_TITLES = {
     "baseline": "Baseline",
@@ -295,6 +295,9 @@ def write_report(
     dirty = " (with uncommitted changes)" if commit.get("dirty") else ""
     budget = ", ".join(f"`{b}`" for b in study.budget) or "the method configs as they are"
     all_extra = [*study.extra, *extra]
+    host, libs = machine(), versions()
+    on = f"torch {libs.get('torch')}, lightning {libs.get('lightning')}, {host['cpu']} ({host['cores']} cores)"
+    on += f", GPU {host['gpu']}" if host["gpu"] else ""
     lines = [
         f"# Study `{study.name}`: accuracy, upper reference accuracy and relative accuracy",
         "",
@@ -307,7 +310,8 @@ def write_report(
         f"Commit `{commit.get('commit') or 'unknown'}`{dirty}, {time.strftime('%Y-%m-%d %H:%M %Z')}. "
         f"Seeds {list(study.seeds)} (per method: the seeds column); budget {budget}"
         + (f"; extra arguments `{' '.join(all_extra)}`" if all_extra else "")
-        + f"; decoupled second stages (cRT, LWS): {study.stage2_epochs} epoch(s).",
+        + f"; decoupled second stages (cRT, LWS): {study.stage2_epochs} epoch(s). Report written on {on} (each "
+        "run's own machine is not recorded: a study's runs may come from several).",
         "",
         "Top-1 accuracy (%) on the balanced test set at the last epoch, mean ± sample standard deviation (n - 1) "
         "over the seeds listed (one seed: no ±).",
@@ -390,7 +394,8 @@ def write_report(
         "command": command,
         "extra": list(extra),
         **commit,
-        "versions": versions(),
+        "versions": libs,
+        "machine": host,
         "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "baseline": study.baseline,
         "figures": figures,

@@ -102,7 +102,7 @@ def test_study_adopts_the_same_fit_and_trains_the_rest(tmp_path: Path, monkeypat
     (tmp_path / "second.yaml").write_text(STUDY.replace("RUNS", "second"))
     monkeypatch.chdir(tmp_path)
     main(["study", "-c", "first.yaml", "--launcher", "inprocess", "--no-report"])
-    # results_table's layout: <runs>/<config stem>/fit
+    # another runs folder's layout: <runs>/<config stem>/fit
     (lt_unit,) = Path("first/ce").glob("lt-seed0-*")
     shutil.copytree(lt_unit / "fit", "table/ce/fit")
     json.dump({"fit_wall_s": 12.5}, Path("table/ce/result.json").open("w"))

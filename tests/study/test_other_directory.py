@@ -68,7 +68,7 @@ def test_the_shipped_studies_resolve_from_any_directory(tmp_path: Path, monkeypa
     for path in sorted((REPO / "configs" / "study").glob("*.yaml")):
         study = load_study(path)
         assert missing_files(study) == [], path
-        assert Path(study.data_config).is_relative_to(REPO / "configs"), path
+        assert study.data_config is None or Path(study.data_config).is_relative_to(REPO / "configs"), path
         for method in study.methods:
             assert method.config is None or Path(method.config).is_relative_to(REPO / "configs"), method
     monkeypatch.chdir(REPO)

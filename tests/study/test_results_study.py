@@ -112,3 +112,17 @@ def test_results_study_end_to_end(tmp_path: Path, monkeypatch, capsys) -> None:
     # a second call runs nothing
     main(["study", "-c", "study.yaml", "--launcher", "inprocess"])
     assert "3 runs: 0 run now, 3 cached" in capsys.readouterr().out
+
+
+def test_seeds_option_keeps_only_those_runs(tmp_path: Path, monkeypatch) -> None:
+    from lt_lightning.study.cli import only_seeds
+
+    _write_study(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    study = load_study("study.yaml")
+    assert [(u.method.name, u.seed) for u in build_units(only_seeds(study, [1]))] == [("ce", 1)]
+    kept = only_seeds(study, [1])
+    assert [m.name for m in kept.methods] == ["ce", "tau_norm", "crt"]  # bs runs with seed 0 only
+    assert [(u.method.name, u.seed) for u in build_units(only_seeds(study, [0]))] == [("ce", 0), ("bs", 0)]
+    with pytest.raises(ValueError, match=r"--seeds \[7\] are not seeds"):
+        only_seeds(study, [7])
