@@ -141,9 +141,39 @@ def _data_overrides(data_class: str, request) -> list[str]:
     return []
 
 
+#: a LIFT config's CLIP tower (``TestTimeCrops`` > PEFT wrapper > ``CLIPVisualBackbone``) swapped for the tiny random
+#: one of configs/method/digits_lt/lift.yaml: the shipped ViT-B/16 weights would be downloaded (tests never download)
+TINY_CLIP = """model:
+  init_args:
+    backbone:
+      init_args:
+        crop_size: 16
+        resize_to: 18
+        backbone:
+          init_args:
+            backbone:
+              init_args:
+                model_name: lt-tiny-clip
+                pretrained: null
+                model_config:
+                  embed_dim: 16
+                  vision_cfg: {image_size: 16, layers: 2, width: 32, patch_size: 8, head_width: 16}
+                  text_cfg: {context_length: 16, vocab_size: 49408, width: 32, heads: 2, layers: 1}
+"""
+
+
+def _model_overrides(files: list[Path], tmp_path: Path) -> list[str]:
+    text = "\n".join(f.read_text() for f in files)
+    if "CLIPVisualBackbone" not in text or re.search(r"pretrained:\s*null", text):
+        return []
+    overlay = tmp_path / "tiny_clip.yaml"
+    overlay.write_text(TINY_CLIP)
+    return ["-c", str(overlay)]
+
+
 def _run(files: list[Path], request, tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    args = [x for f in files for x in ("-c", str(f))]
+    args = [*(x for f in files for x in ("-c", str(f))), *_model_overrides(files, tmp_path)]
     cli = main(["fit", *args, *FAST, *_data_overrides(_data_class(files), request)])
     assert cli.trainer.state.finished
     assert cli.model.class_counts.tolist() == cli.datamodule.class_counts
