@@ -284,6 +284,7 @@ def _ddp_worker(rank: int, init_file: str, result_file: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.ddp
 def test_ddp_statistics_equal_the_global_batch(tmp_path) -> None:
     # two processes with half the batch each end with the statistics of one process holding the whole batch
     import torch.multiprocessing as mp
