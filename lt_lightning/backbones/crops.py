@@ -66,7 +66,11 @@ class TestTimeCrops(Backbone):
         super().__init__()
         check_int("crop_size", crop_size, minimum=1)
         if resize_to is not None:
-            check_int("resize_to", resize_to, minimum=crop_size)
+            check_int("resize_to", resize_to, minimum=1)
+            if crop_size > resize_to:
+                raise ValueError(
+                    f"crop_size={crop_size} must not exceed resize_to={resize_to} (crops of the resized batch)"
+                )
         if crops not in ("five", "ten"):
             raise ValueError(f"crops must be 'five' or 'ten', got {crops!r}")
         if not isinstance(normalize, bool):

@@ -142,6 +142,18 @@ DOMAINS: dict[tuple[str, str], str] = {
     ("DiverseExpertLoss", "lam"): "float>=0",
     ("SeesawLoss", "p"): "float>=0",
     ("SeesawLoss", "q"): "float>=0",
+    ("ProCoLoss", "alpha"): "float>=0",
+    ("ProCoLoss", "tau"): "float>=0",
+    ("ProCoLoss", "temperature"): "float>0",
+    ("ProCoLoss", "views"): "int>=1",
+    ("BalancedContrastiveLoss", "alpha"): "float>=0",
+    ("BalancedContrastiveLoss", "beta"): "float>=0",
+    ("BalancedContrastiveLoss", "tau"): "float>=0",
+    ("BalancedContrastiveLoss", "temperature"): "float>0",
+    ("CLIPVisualBackbone", "in_channels"): "int>=1",  # 1 or 3
+    ("AdaptFormer", "bottleneck"): "int>=1",
+    ("TestTimeCrops", "crop_size"): "int>=1",
+    ("TestTimeCrops", "resize_to"): "int>=1",
 }
 
 #: sizes whose ``10**12`` would allocate that many units (not a validation question)
@@ -154,6 +166,7 @@ ALLOCATING = {
     "hidden_features",
     "num_heads",
     "shared_stages",
+    "bottleneck",
 }
 
 #: other words an error may use for the argument (torch's optimizers say "learning rate"; ``shared_stages`` fixes
