@@ -38,6 +38,7 @@ RUNS: dict[str, list[str]] = {
 COMPOSITIONS: list[tuple[str, ...]] = [
     ("data/digits_lt.yaml", "trainer/fast_bf16.yaml"),
     ("data/digits_lt.yaml", "method/ldam_drw.yaml", "optimizer/sam.yaml"),
+    ("data/cifar10_lt.yaml", "method/ce.yaml", "recipe/strong.yaml"),  # every CIFAR method: tests/test_strong_recipe.py
     ("data/cifar10_lt.yaml", "method/ce.yaml", "budget/ldam_drw_10ep.yaml"),
     ("data/cifar10_lt.yaml", "method/ce.yaml", "budget/ldam_drw_40ep.yaml"),
     *(
@@ -54,6 +55,7 @@ LEAN = {
     "cifar10_lt/ce",
     "cifar100_lt/ce",
     "imagenet_lt/ce",
+    "data/cifar10_lt.yaml+method/ce.yaml+recipe/strong.yaml",
     "data/imagenet_lt.yaml+data/places_lt.yaml",
     "data/cifar10_lt.yaml+method/ldam_drw.yaml+data/folder_lt.yaml",
     "data/cifar10_lt.yaml+method/ldam_drw.yaml+data/split_files.yaml",

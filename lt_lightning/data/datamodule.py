@@ -51,7 +51,7 @@ from lt_lightning.data.tensor_dataset import (
     collate_indices,
 )
 from lt_lightning.data.test_agnostic import check_distribution, dataset_labels, resample_test_dataset
-from lt_lightning.data.transforms import DeviceAugmentation, check_view_augment
+from lt_lightning.data.transforms import DeviceAugmentation, check_augment_policy, check_view_augment
 
 __all__ = ["LongTailDataModule", "SamplerFactory"]
 
@@ -87,6 +87,12 @@ class LongTailDataModule(L.LightningDataModule):
             ``horizontal_flip``, colour jitter ``(0.4, 0.4, 0.4, 0.1)`` with ``p = 0.8``, grayscale with ``p = 0.2``
             (:func:`~lt_lightning.data.transforms.simclr_augment`; ``crop_padding`` is then unused). Any other string
             raises ``ValueError``.
+        augment_policy: the strong recipe's policy after the crop and flip of ``"standard"`` views (unused with
+            ``"simclr"``): ``"none"`` (the default), ``"autoaugment"`` (AutoAugment's CIFAR-10 policy, Cubuk et al.
+            CVPR 2019) or ``"randaugment"`` (2 operations of magnitude 9 of 31, Cubuk et al. CVPR-W 2020), drawn per
+            sample on the device (:mod:`lt_lightning.data.autoaugment`; ``configs/recipe/strong.yaml``).
+        cutout: side of the Cutout square (DeVries & Taylor 2017) zeroed in each training image after the policy
+            (``"standard"`` views only); ``0`` (the default) is none, 16 the CIFAR recipe.
         train_set_on_device: hold a copy of the training images and labels on the training device and index it
             there: the train loader then yields only each batch's indices (drawn by the same sampler, in the same
             order) and :meth:`transfer_batch_to_device` gathers ``images[idx]``, ``labels[idx]`` on the device, so a
@@ -131,6 +137,8 @@ class LongTailDataModule(L.LightningDataModule):
         views: int = 1,
         view_augment: str = "standard",
         train_set_on_device: bool = False,
+        augment_policy: str = "none",
+        cutout: int = 0,
     ) -> None:
         super().__init__()
         # the arguments as given (those of the subclass's __init__ too; the YAML values under the CLI), read by the
@@ -138,6 +146,8 @@ class LongTailDataModule(L.LightningDataModule):
         self.save_hyperparameters(ignore=["sampler"], logger=False)
         self.views = check_int("views", views, minimum=1)
         self.view_augment = check_view_augment(view_augment)
+        self.augment_policy = check_augment_policy(augment_policy)
+        self.cutout = check_int("cutout", cutout, minimum=0)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if eval_batch_size is not None and eval_batch_size < 1:
@@ -407,11 +417,17 @@ class LongTailDataModule(L.LightningDataModule):
 
     @property
     def augmentation(self) -> DeviceAugmentation:
-        """The device pipeline built from ``mean``, ``std``, ``crop_padding``, ``horizontal_flip`` and
-        ``view_augment``."""
+        """The device pipeline built from ``mean``, ``std``, ``crop_padding``, ``horizontal_flip``,
+        ``view_augment``, ``augment_policy`` and ``cutout``."""
         if self._augmentation is None:
             self._augmentation = DeviceAugmentation(
-                self.mean, self.std, self.crop_padding, self.horizontal_flip, view_augment=self.view_augment
+                self.mean,
+                self.std,
+                self.crop_padding,
+                self.horizontal_flip,
+                view_augment=self.view_augment,
+                policy=self.augment_policy,
+                cutout=self.cutout,
             )
         return self._augmentation
 

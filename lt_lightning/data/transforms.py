@@ -6,7 +6,9 @@ flip (on ``uint8``, while training only), then ``uint8 -> float`` in ``[0, 1]`` 
 The CIFAR recipe (LDAM-DRW, Cao et al. NeurIPS 2019) is pad-4 crop + flip + normalise with
 :data:`CIFAR_MEAN` / :data:`CIFAR_STD`. The contrastive methods' views (SimCLR, Chen et al. ICML 2020; SupCon,
 Khosla et al. NeurIPS 2020) are :func:`lt_lightning.data.views.simclr_augment`, chosen with
-``DeviceAugmentation(view_augment="simclr")``.
+``DeviceAugmentation(view_augment="simclr")``. The strong recipe's policies (AutoAugment's CIFAR-10 policy or
+RandAugment, then Cutout; :mod:`lt_lightning.data.autoaugment`) follow the crop and flip with
+``DeviceAugmentation(policy=..., cutout=...)``.
 Randomness comes from ``generator`` or the global torch RNG of the batch's device (seeded by ``seed_everything``).
 """
 
@@ -19,6 +21,7 @@ from torch import Tensor, nn
 from torchvision.transforms import v2
 
 from lt_lightning._checks import check_choice, check_int
+from lt_lightning.data.autoaugment import autoaugment, cutout, randaugment
 from lt_lightning.data.functional import (
     check_batch,
     check_finite_batch,
@@ -38,10 +41,12 @@ CIFAR_STD: tuple[float, float, float] = (0.2023, 0.1994, 0.2010)
 #: and the others keep working
 __all__ = [
     "AUGMENTATION_PRESETS",
+    "AUGMENT_POLICIES",
     "CIFAR_MEAN",
     "CIFAR_STD",
     "VIEW_AUGMENTS",
     "DeviceAugmentation",
+    "check_augment_policy",
     "check_augmentation_preset",
     "check_finite_batch",
     "check_mean_std",
@@ -68,13 +73,29 @@ def check_view_augment(view_augment: str) -> str:
     )
 
 
+AUGMENT_POLICIES: tuple[str, ...] = ("none", "autoaugment", "randaugment")
+"""Policies of :class:`DeviceAugmentation` after the crop and flip: none, AutoAugment's CIFAR-10 policy
+(:func:`~lt_lightning.data.autoaugment.autoaugment`) or RandAugment (2 operations, magnitude 9 of 31,
+:func:`~lt_lightning.data.autoaugment.randaugment`)."""
+
+
+def check_augment_policy(policy: str) -> str:
+    """``policy`` if it is one of :data:`AUGMENT_POLICIES`, else ``ValueError`` naming ``augment_policy``."""
+    return check_choice(
+        "augment_policy", policy, AUGMENT_POLICIES, what=f"one of {', '.join(map(repr, AUGMENT_POLICIES))}"
+    )
+
+
 class DeviceAugmentation(nn.Module):
     """The batched pipeline ``[crop + flip when training] -> to_float -> normalize``.
 
     ``view_augment`` picks the training augmentation: ``"standard"`` is the random crop with zero ``padding`` and the
-    optional flip (on ``uint8``); ``"simclr"`` is :func:`simclr_augment` on the float image -- random resized crop
+    optional flip (on ``uint8``), then ``policy`` and ``cutout`` when set (the strong CIFAR recipe: crop, flip,
+    AutoAugment's CIFAR-10 policy, Cutout 16, as zzpustc/CC-SAM ``datasets/Cifar.py``, BCL and ProCo); ``"simclr"``
+    is :func:`simclr_augment` on the float image -- random resized crop
     (scale ``(0.2, 1)``), the flip if ``flip``, colour jitter ``(0.4, 0.4, 0.4, 0.1)`` with ``p = 0.8`` and
-    grayscale with ``p = 0.2`` (the SimCLR / SupCon CIFAR views) -- and ``padding`` is unused. Evaluation
+    grayscale with ``p = 0.2`` (the SimCLR / SupCon CIFAR views) -- and ``padding``, ``policy`` and ``cutout`` are
+    unused (the contrastive methods' views are their strong augmentation already). Evaluation
     (``train=False``) is the same for both: ``to_float`` and ``normalize``.
 
     ``uint8`` batches (every datamodule of this package) cannot hold NaN or inf, and finite ``mean`` / ``std > 0``
@@ -88,6 +109,9 @@ class DeviceAugmentation(nn.Module):
         flip: random horizontal flip with probability 0.5 when training.
         check_finite: refuse floating input batches holding NaN / inf (``ValueError``).
         view_augment: ``"standard"`` or ``"simclr"`` (see above; :data:`VIEW_AUGMENTS`).
+        policy: after the crop and flip of ``"standard"`` views: ``"none"`` (default), ``"autoaugment"`` (CIFAR-10
+            policy) or ``"randaugment"`` (:data:`AUGMENT_POLICIES`), per sample, on ``uint8`` batches.
+        cutout: side of the Cutout square after the policy (``0``, the default: none; 16 for CIFAR).
     """
 
     def __init__(
@@ -98,6 +122,8 @@ class DeviceAugmentation(nn.Module):
         flip: bool = False,
         check_finite: bool = False,
         view_augment: str = "standard",
+        policy: str = "none",
+        cutout: int = 0,
     ) -> None:
         super().__init__()
         self.mean, self.std = check_mean_std(mean, std)
@@ -106,6 +132,8 @@ class DeviceAugmentation(nn.Module):
         self.flip = bool(flip)
         self.check_finite = bool(check_finite)
         self.view_augment = check_view_augment(view_augment)
+        self.policy = check_augment_policy(policy)
+        self.cutout = int(check_int("cutout", cutout, minimum=0, what="an integer >= 0 (the square's side; 0: none)"))
 
     def forward(self, x: Tensor, train: bool = False, generator: torch.Generator | None = None) -> Tensor:
         """Transform a ``uint8`` (or float in ``[0, 1]``) ``[B, C, H, W]`` batch; augment only if ``train``."""
@@ -118,12 +146,20 @@ class DeviceAugmentation(nn.Module):
             x = random_crop_with_padding(x, self.padding, generator)
             if self.flip:
                 x = random_horizontal_flip(x, 0.5, generator)
+            if self.policy != "none" and x.dtype != torch.uint8:
+                raise ValueError(f"policy={self.policy!r} needs uint8 batches, got dtype {x.dtype}")
+            if self.policy == "autoaugment":
+                x = autoaugment(x, generator=generator)
+            elif self.policy == "randaugment":
+                x = randaugment(x, generator=generator)
+            x = cutout(x, self.cutout, generator)
         return normalize(to_float(x), self.mean, self.std)
 
     def extra_repr(self) -> str:
+        strong = f", policy={self.policy!r}, cutout={self.cutout}" if self.policy != "none" or self.cutout else ""
         return (
             f"mean={self.mean}, std={self.std}, padding={self.padding}, flip={self.flip}, "
-            f"view_augment={self.view_augment!r}"
+            f"view_augment={self.view_augment!r}{strong}"
         )
 
 
