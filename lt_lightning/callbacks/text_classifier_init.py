@@ -17,7 +17,7 @@ class TextClassifierInit(Callback):
     """Set ``classifier.weight`` ``[C, D]`` to the text embeddings of ``template.format(class_name)`` at the start of
     a fit.
 
-    The class names are the datamodule's ``class_names`` (split-file data: its ``class_names`` argument). The
+    The class names are the datamodule's ``class_names`` (split-file data: ``class_names`` or ``class_names_file``). The
     weights are written in ``setup("fit")``, before Lightning restores a checkpoint: a resumed run (``--ckpt_path``)
     continues with the checkpoint's weights, exactly as if it had not stopped. The text tower is built for the call
     and dropped (not part of the module or its checkpoints).

@@ -25,13 +25,30 @@ Sec. 4; :mod:`lt_lightning.data.balanced_reference`): the training set becomes `
 images to draw from, e.g. the full ILSVRC-2012 training list for ImageNet-LT; images also listed in the validation
 or test split are left out) or, without one, from the training file itself (after the validation hold-out). A class
 with fewer images than that is a ``ValueError`` naming it: a long-tailed training file alone rarely suffices.
+
+Class names (``class_names_file``; what :class:`~lt_lightning.callbacks.text_classifier_init.TextClassifierInit`
+builds its prompts from): split files carry labels only, so the names come from a file, read by
+:func:`read_class_names` in one of three formats (``class_names_format``):
+
+* ``lines`` (the default for any file but ``.json``): one name per line, line ``c`` (1-based ``c + 1``) names class
+  ``c``; surrounding whitespace is stripped, trailing blank lines are ignored;
+* ``id_name``: an identifier, whitespace, then the name (``n01440764 tench``, ``airfield airfield``): LIFT's
+  ``datasets/ImageNet_LT/classnames.txt`` and ``datasets/Places_LT/classnames.txt`` (shijxcs/LIFT
+  ``datasets/imagenet_lt.py`` ``read_classnames``: the first field is dropped, the rest joined);
+* ``json`` (the default for ``.json``): a list of names, or a list of objects with ``id`` and ``name`` where class
+  ``c`` is the object whose ``id`` is ``c``: the iNaturalist 2018 ``categories.json`` (shijxcs/LIFT
+  ``datasets/iNaturalist18/categories.json``, whose ids are the labels of the classifier-balancing split files).
+
+The file must name exactly ``num_classes`` classes (``ValueError`` naming the file and both counts otherwise).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
-from typing import Literal
+from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -49,6 +66,89 @@ HOW_TO_GET_SPLIT_DATA = (
     "Places365-Standard (http://places2.csail.mit.edu); `root` is the folder the paths in the split files are "
     "relative to"
 )
+#: where LIFT's class-name files are (the format to give as ``class_names_format``)
+HOW_TO_GET_CLASS_NAMES = (
+    "LIFT ships them (https://github.com/shijxcs/LIFT, folder datasets/): ImageNet_LT/classnames.txt and "
+    "Places_LT/classnames.txt (class_names_format: id_name), iNaturalist18/categories.json (json)"
+)
+ClassNamesFormat = Literal["lines", "id_name", "json"]
+CLASS_NAMES_FORMATS: tuple[str, ...] = get_args(ClassNamesFormat)
+
+
+def read_class_names(path: str | os.PathLike[str], class_names_format: ClassNamesFormat | None = None) -> list[str]:
+    """The class names listed in ``path``, class ``c`` at index ``c`` (formats: see the module docstring).
+
+    Args:
+        path: the class-name file.
+        class_names_format: ``"lines"``, ``"id_name"`` or ``"json"``; ``None``: ``"json"`` for a ``.json`` file,
+            else ``"lines"``.
+
+    Raises:
+        FileNotFoundError: no such file (the message says where LIFT's files are).
+        ValueError: an unknown format, a blank name or a line without a name (file and line named), JSON that is not
+            a list of names or of ``{"id", "name"}`` objects with the ids ``0 .. C-1`` once each.
+    """
+    path = Path(path)
+    _check_format(class_names_format)
+    if class_names_format is None:
+        class_names_format = "json" if path.suffix.lower() == ".json" else "lines"
+    if not path.is_file():
+        raise FileNotFoundError(f"class_names_file {str(path)!r} not found; {HOW_TO_GET_CLASS_NAMES}")
+    text = path.read_text(encoding="utf-8-sig")
+    if class_names_format == "json":
+        return _json_class_names(path, text)
+    lines = text.splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    names = []
+    for number, line in enumerate(lines, start=1):
+        fields = line.split(maxsplit=1) if class_names_format == "id_name" else [line.strip()]
+        if not fields or not fields[0] or (class_names_format == "id_name" and len(fields) < 2):
+            what = "a blank line" if not line.strip() else "no name after the identifier"
+            raise ValueError(
+                f"{path}:{number}: {what} (class_names_format={class_names_format!r}: line c names class c"
+                + (", as 'identifier name'" if class_names_format == "id_name" else "")
+                + ")"
+            )
+        names.append(fields[-1].strip())
+    if not names:
+        raise ValueError(f"class_names_file {str(path)!r} lists no class name")
+    return names
+
+
+def _check_format(class_names_format: object) -> None:
+    if class_names_format is not None and class_names_format not in CLASS_NAMES_FORMATS:
+        raise ValueError(
+            f"class_names_format must be one of {', '.join(CLASS_NAMES_FORMATS)} or None, got {class_names_format!r}"
+        )
+
+
+def _json_class_names(path: Path, text: str) -> list[str]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"class_names_file {str(path)!r} is not valid JSON: {error}") from error
+    expected = "a JSON list of class names, or of objects with 'id' and 'name' (iNaturalist's categories.json)"
+    if not isinstance(data, list) or not data:
+        raise ValueError(f"class_names_file {str(path)!r} must hold {expected}")
+    if all(isinstance(item, str) and item.strip() for item in data):
+        return [item.strip() for item in data]
+    if not all(isinstance(item, dict) and "id" in item and "name" in item for item in data):
+        raise ValueError(f"class_names_file {str(path)!r} must hold {expected}")
+    by_id: dict[int, str] = {}
+    for item in data:
+        class_id, name = item["id"], item["name"]
+        if isinstance(class_id, bool) or not isinstance(class_id, int) or not isinstance(name, str) or not name.strip():
+            raise ValueError(f"class_names_file {str(path)!r}: bad category {item!r} (an int id and a non-empty name)")
+        if class_id in by_id:
+            raise ValueError(f"class_names_file {str(path)!r}: id {class_id} is listed twice")
+        by_id[class_id] = name.strip()
+    if sorted(by_id) != list(range(len(by_id))):
+        missing = sorted(set(range(len(by_id))) - set(by_id))[:5]
+        raise ValueError(
+            f"class_names_file {str(path)!r}: the ids must be 0 .. {len(by_id) - 1} (the labels), missing {missing}"
+        )
+    return [by_id[c] for c in range(len(by_id))]
 
 
 class SplitFileDataModule(ImageFileDataModule):
@@ -62,7 +162,11 @@ class SplitFileDataModule(ImageFileDataModule):
         val_per_class: without ``val_file``: images per class held out of the training file for validation.
         num_classes: number of classes ``C`` (default: largest label over all given files + 1); a label
             ``>= num_classes`` raises ``ValueError`` naming file and line.
-        class_names: ``C`` class names (default ``"0" .. "C-1"``).
+        class_names: ``C`` class names (default ``"0" .. "C-1"``, or those of ``class_names_file``).
+        class_names_file: a file naming the classes (see the module docstring; LIFT's files for ImageNet-LT,
+            Places-LT and iNaturalist 2018): its count must equal ``num_classes``. Not with ``class_names``.
+        class_names_format: ``"lines"`` (a name per line), ``"id_name"`` (``<id> <name>`` per line, LIFT's
+            ``classnames.txt``) or ``"json"``; ``None`` (default): ``"json"`` for a ``.json`` file, else ``"lines"``.
         image_size: side of the square crops (224 for the ImageNet recipe).
         resize_size: shorter side before the evaluation centre crop (default ``int(image_size / 0.875)``: 256).
         on_error: ``"raise"`` or ``"skip"`` for missing / unreadable images (see
@@ -99,6 +203,8 @@ class SplitFileDataModule(ImageFileDataModule):
         val_per_class: int = 0,
         num_classes: int | None = None,
         class_names: Sequence[str] | None = None,
+        class_names_file: str | None = None,
+        class_names_format: ClassNamesFormat | None = None,
         image_size: int = 224,
         resize_size: int | None = None,
         on_error: str = "raise",
@@ -146,6 +252,9 @@ class SplitFileDataModule(ImageFileDataModule):
         check_int("val_per_class", val_per_class, minimum=0)
         if val_file is not None and val_per_class > 0:
             raise ValueError(f"give either val_file ({val_file!r}) or val_per_class ({val_per_class}) > 0, not both")
+        if class_names is not None and class_names_file is not None:
+            raise ValueError(f"give either class_names or class_names_file ({class_names_file!r}), not both")
+        _check_format(class_names_format)
         if val_file is None and val_per_class == 0:
             raise ValueError(
                 "no validation split: give val_file, or val_per_class > 0 to hold images out of the training file "
@@ -175,6 +284,16 @@ class SplitFileDataModule(ImageFileDataModule):
             num_classes = 1 + max((max(labels) for _, labels in parsed.values() if labels), default=-1)
             if num_classes == 0:
                 raise ValueError(f"train split file {self.train_file!r} lists no image")
+        self.class_names_file = None if class_names_file is None else os.fspath(class_names_file)
+        self.class_names_format = class_names_format
+        if self.class_names_file is not None:
+            class_names = read_class_names(self.class_names_file, class_names_format)
+            if len(class_names) != num_classes:
+                raise ValueError(
+                    f"class_names_file {self.class_names_file!r} names {len(class_names)} classes but num_classes="
+                    f"{num_classes} (line / entry c names class c; the file of another dataset, or a wrong "
+                    "class_names_format?)"
+                )
 
         if self.val_file is None:
             paths, labels = parsed["train"]
@@ -215,4 +334,4 @@ def _take(paths: list[str], labels: list[int], index: np.ndarray) -> tuple[list[
     return [paths[i] for i in index], [labels[i] for i in index]
 
 
-__all__ = ["HOW_TO_GET_SPLIT_DATA", "SplitFileDataModule"]
+__all__ = ["CLASS_NAMES_FORMATS", "HOW_TO_GET_SPLIT_DATA", "SplitFileDataModule", "read_class_names"]

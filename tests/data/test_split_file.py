@@ -14,7 +14,7 @@ from PIL import Image
 from lt_lightning.backbones.resnet_cifar import ResNet32
 from lt_lightning.data.image_files import IMAGENET_MEAN, IMAGENET_STD, ImageFileDataset
 from lt_lightning.data.split_file import parse_split_file
-from lt_lightning.data.split_file_datamodule import SplitFileDataModule
+from lt_lightning.data.split_file_datamodule import SplitFileDataModule, read_class_names
 from lt_lightning.metrics.long_tail_accuracy import shot_group_masks
 from lt_lightning.module import LongTailModule
 
@@ -279,6 +279,72 @@ def test_num_classes_labels_and_names(tmp_path: Path) -> None:
     extra = _write_lines(tmp_path / "test_extra.txt", test_lines.strip().splitlines())
     with pytest.raises(ValueError, match="class 3 .* no training images"):  # label 7 in the test file: C = 8
         _tiny_dm(tmp_path, files, test_file=extra)
+
+
+# ---------------------------------------------------------------------------------------------- class-name files
+def test_class_names_file_formats(tmp_path: Path) -> None:
+    """One name per line; LIFT's ``<id> <name>`` classnames.txt; a JSON list; iNaturalist's categories.json."""
+    lines = tmp_path / "names.txt"
+    lines.write_text("\ufefftench\n golden retriever \nshark\n\n\n", encoding="utf-8")  # BOM, spaces, trailing blanks
+    assert read_class_names(lines) == ["tench", "golden retriever", "shark"]
+    lift = tmp_path / "classnames.txt"  # shijxcs/LIFT datasets/ImageNet_LT/classnames.txt, Places_LT/classnames.txt
+    lift.write_text("n01440764 tench\nn01443537 golden retriever\r\nairfield airfield\n", encoding="utf-8")
+    assert read_class_names(lift, "id_name") == ["tench", "golden retriever", "airfield"]
+    assert read_class_names(lift) == ["n01440764 tench", "n01443537 golden retriever", "airfield airfield"]
+    listed = tmp_path / "names.json"
+    listed.write_text('["tench", "goldfish", "shark"]')
+    assert read_class_names(listed) == ["tench", "goldfish", "shark"]
+    categories = tmp_path / "categories.json"  # iNaturalist 2018: class c is the category whose id is c
+    categories.write_text(
+        '[{"id": 2, "name": "Serpula columbiana", "kingdom": "Animalia"}, {"id": 0, "name": "Hermodice carunculata"},'
+        ' {"id": 1, "name": "Phragmatopoma californica"}]'
+    )
+    assert read_class_names(categories) == ["Hermodice carunculata", "Phragmatopoma californica", "Serpula columbiana"]
+    assert read_class_names(categories, "json") == read_class_names(categories)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "fmt", "message"),
+    [
+        ("gap.txt", "a\n\nb\n", None, r"gap\.txt:2: a blank line"),
+        ("ids.txt", "n0 tench\nn1\n", "id_name", r"ids\.txt:2: no name after the identifier"),
+        ("empty.txt", "\n\n", None, "lists no class name"),
+        ("bad.json", "[1, 2]", None, "a JSON list of class names, or of objects"),
+        ("bad2.json", "{", None, "not valid JSON"),
+        ("twice.json", '[{"id": 0, "name": "a"}, {"id": 0, "name": "b"}]', None, "id 0 is listed twice"),
+        ("gapid.json", '[{"id": 0, "name": "a"}, {"id": 2, "name": "b"}]', None, r"0 \.\. 1.*missing \[1\]"),
+        ("names.txt", "a\n", "csv", "class_names_format must be one of lines, id_name, json"),
+    ],
+)
+def test_bad_class_names_file_is_named(tmp_path: Path, name: str, text: str, fmt, message: str) -> None:
+    (tmp_path / name).write_text(text, encoding="utf-8")
+    with pytest.raises(ValueError, match=message):
+        read_class_names(tmp_path / name, fmt)
+
+
+def test_class_names_file_feeds_the_datamodule_and_must_match_num_classes(tmp_path: Path) -> None:
+    files = make_tree(tmp_path)
+    names = tmp_path / "classnames.txt"
+    names.write_text("n01440764 tench\nn01443537 goldfish\nn01484850 great white shark\n")
+    dm = _tiny_dm(tmp_path, files, class_names_file=str(names), class_names_format="id_name")
+    assert dm.class_names == ["tench", "goldfish", "great white shark"]
+    assert dm.class_counts == list(TINY_COUNTS)
+    with pytest.raises(ValueError, match=r"class 2 \('great white shark'\) has 2 images"):  # names in messages too
+        _tiny_dm(tmp_path, files, class_names_file=str(names), class_names_format="id_name", balanced_reference=True)
+    short = tmp_path / "short.txt"
+    short.write_text("tench\ngoldfish\n")
+    with pytest.raises(ValueError, match=r"class_names_file .*short\.txt' names 2 classes but num_classes=3"):
+        _tiny_dm(tmp_path, files, class_names_file=str(short))
+    four = tmp_path / "four.txt"
+    four.write_text(names.read_text() + "n09999999 one too many\n")
+    with pytest.raises(ValueError, match="names 4 classes but num_classes=3"):
+        _tiny_dm(tmp_path, files, class_names_file=str(four), class_names_format="id_name")
+    with pytest.raises(ValueError, match="either class_names or class_names_file"):
+        _tiny_dm(tmp_path, files, class_names=["a", "b", "c"], class_names_file=str(names))
+    with pytest.raises(ValueError, match="class_names_format must be one of"):
+        _tiny_dm(tmp_path, files, class_names_format="id-name")
+    with pytest.raises(FileNotFoundError, match=r"absent\.txt.*shijxcs/LIFT.*Places_LT/classnames\.txt"):
+        _tiny_dm(tmp_path, files, class_names_file=str(tmp_path / "absent.txt"))
 
 
 def test_missing_root_and_files_say_how_to_get_the_data(tmp_path: Path) -> None:
