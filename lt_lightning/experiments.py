@@ -16,6 +16,13 @@ An experiment is two config files, merged in order by the CLI::
 Further files go after these two (a budget, ``configs/trainer/fast_bf16.yaml``, your own data:
 ``configs/data/folder_lt.yaml``), then command-line options. :func:`experiment_configs` gives the files of a
 dataset and method, :func:`shipped` every shipped pair (the resolved-config invariant covers them all).
+
+A dataset whose data file only swaps the data of another dataset's recipe (Places-LT: the ImageNet-LT recipe with
+Places-LT's split files, ``configs/data/places_lt.yaml``) has several data files (:data:`DATA_FILES`), all before the
+method file::
+
+    lt-lightning fit -c configs/data/imagenet_lt.yaml -c configs/data/places_lt.yaml \\
+        -c configs/method/places_lt/lift.yaml
 """
 
 from __future__ import annotations
@@ -26,7 +33,14 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 #: datasets with a recipe in configs/data/ and every method of configs/method/ (``*_paper`` recipes: CIFAR only)
 DATASETS: tuple[str, ...] = ("digits_lt", "cifar10_lt", "cifar100_lt")
 #: datasets with a recipe and only the methods named here (their data is not on a CPU machine)
-SOME_METHODS: dict[str, tuple[str, ...]] = {"imagenet_lt": ("ce", "lift")}
+SOME_METHODS: dict[str, tuple[str, ...]] = {
+    "imagenet_lt": ("ce", "lift"),
+    "places_lt": ("ce", "lift"),
+    "inat2018": ("ce", "lift"),
+}
+#: datasets whose data files are several (a recipe, then a data-only overlay), in order; the others have one,
+#: ``configs/data/<dataset>.yaml``
+DATA_FILES: dict[str, tuple[str, ...]] = {"places_lt": ("imagenet_lt", "places_lt")}
 #: ``<method>_paper.yaml``: a paper's own CIFAR recipe where it differs from LDAM-DRW's
 PAPER_RECIPE_DATASETS: tuple[str, ...] = ("cifar10_lt", "cifar100_lt")
 
@@ -52,9 +66,16 @@ def data_config(dataset: str, configs: Path = CONFIGS) -> Path:
     return path
 
 
+def data_configs(dataset: str, configs: Path = CONFIGS) -> list[Path]:
+    """The data files of ``dataset``, in order: ``[configs/data/D.yaml]``, or those of :data:`DATA_FILES`."""
+    data_config(dataset, configs)  # FileNotFoundError naming the datasets
+    return [data_config(name, configs) for name in DATA_FILES.get(dataset, (dataset,))]
+
+
 def experiment_configs(dataset: str, method: str, configs: Path = CONFIGS) -> list[Path]:
-    """The config files of ``method`` on ``dataset``, in order: ``[configs/data/D.yaml, <method config>]``."""
-    return [data_config(dataset, configs), method_config(dataset, method, configs)]
+    """The config files of ``method`` on ``dataset``, in order: ``[configs/data/D.yaml, <method config>]`` (every
+    data file of :data:`DATA_FILES` first, for a dataset that has several)."""
+    return [*data_configs(dataset, configs), method_config(dataset, method, configs)]
 
 
 def experiment_args(dataset: str, method: str, configs: Path = CONFIGS) -> list[str]:

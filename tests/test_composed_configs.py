@@ -87,7 +87,14 @@ def test_registry_prefers_the_dataset_method_file_and_names_what_exists() -> Non
     ]
     assert "balanced_softmax_paper" in experiments.methods("cifar100_lt")
     assert "balanced_softmax_paper" not in experiments.methods("digits_lt")
-    assert experiments.methods("imagenet_lt") == ["ce"]
+    assert experiments.methods("imagenet_lt") == experiments.methods("inat2018") == ["ce", "lift"]
+    # Places-LT is the ImageNet-LT recipe with Places-LT's data: two data files, then the method (DATA_FILES)
+    assert experiments.experiment_configs("places_lt", "lift") == [
+        CONFIGS / "data" / "imagenet_lt.yaml",
+        CONFIGS / "data" / "places_lt.yaml",
+        CONFIGS / "method" / "places_lt" / "lift.yaml",
+    ]
+    assert experiments.experiment_configs("places_lt", "ce")[-1] == CONFIGS / "method" / "ce.yaml"
     with pytest.raises(FileNotFoundError, match="no method 'nope'.*ldam_drw"):
         experiments.method_config("cifar10_lt", "nope")
     with pytest.raises(FileNotFoundError, match="no data config"):

@@ -87,7 +87,8 @@ def test_gpu_smoke_finds_experiments_by_name_and_pattern_and_configs_by_glob(tmp
     assert ldam_drw.folder == Path("digits_lt", "ldam_drw")
     assert runs[0].configs == (REPO / "configs" / "quickstart.yaml",) and runs[0].folder == Path("configs/quickstart")
     some = gpu_smoke.find_runs(["digits_lt/crt", "imagenet_lt/*", "configs/pretext/digits_lt_r*.yaml", "digits_lt/crt"])
-    assert [r.name for r in some] == ["digits_lt/crt", "imagenet_lt/ce", "configs/pretext/digits_lt_rotation.yaml"]
+    expected = ["digits_lt/crt", "imagenet_lt/ce", "imagenet_lt/lift", "configs/pretext/digits_lt_rotation.yaml"]
+    assert [r.name for r in some] == expected
     (tmp_path / "mine.yaml").write_text("seed_everything: 1\n")  # outside the repository: its path, runs/other/<stem>
     (mine,) = gpu_smoke.find_runs([str(tmp_path / "*.yaml")])
     assert mine.name == str(tmp_path / "mine.yaml") and mine.folder == Path("other", "mine")
