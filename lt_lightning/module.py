@@ -60,7 +60,13 @@ from lt_lightning.losses.cross_entropy import CrossEntropyLoss
 from lt_lightning.metrics import CalibrationMetric, LongTailAccuracy
 from lt_lightning.output import ModelOutput, as_output
 from lt_lightning.prior import ClassPriorAware, broadcast_class_counts, validate_class_counts
-from lt_lightning.sam import check_sam_trainer, frozen_batchnorm_statistics, in_perturbed_pass
+from lt_lightning.sam import (
+    check_sam_trainer,
+    frozen_batchnorm_statistics,
+    in_perturbed_pass,
+    tail_loss_threshold,
+    tail_rows,
+)
 from lt_lightning.schedule import run_epochs
 from lt_lightning.slots import SlotHolder, SlotOwners
 
@@ -460,7 +466,12 @@ class LongTailModule(LightningModule, SlotHolder):
         for name, extra in self.train_extras.items():
             output.extras[name] = extra(x, output)
         with full_precision(output.logits.device):  # every loss in float32 under mixed precision
-            loss = self.training_criterion(float32_output(output), _upcast(y))
+            threshold = tail_loss_threshold()  # ImbSAM's tail passes: the loss of the tail classes' rows only
+            if threshold is None:
+                loss = self.training_criterion(float32_output(output), _upcast(y))
+            else:
+                rows, y_rows, share = tail_rows(float32_output(output), _upcast(y), self.class_counts, threshold)
+                loss = output.logits.sum() * 0.0 if rows is None else self.training_criterion(rows, y_rows) * share
         n = self.finite_check_every_n_steps
         if n:
             self._loss_watch.record(loss, self.global_step, y, self.num_classes)  # on the device, no sync

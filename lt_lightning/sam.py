@@ -26,22 +26,82 @@ zeroes the gradients and back-propagates; SAM calls it twice. Hence:
   the batch at ``w`` (during the second pass, :func:`in_perturbed_pass`, the module skips its loss metric and runs
   under :func:`frozen_batchnorm_statistics`); the optimizer's state is SGD's (the momentum buffers), so resume is
   exact.
+
+:class:`ImbSAM` (Zhou, Qu, Xu, Wang, Wang, "ImbSAM: A Closer Look at Sharpness-Aware Minimization in
+Class-Imbalanced Recognition", ICCV 2023; cool-xuan/Imbalanced_SAM ``imbsam.py`` and ``utils/trainval.py``
+``forbackward``) restricts the sharpness term to the tail classes (fewer than ``tail_threshold`` training images):
+with ``L = L_head + L_tail``, ``L_S = (1/B) sum_{i in S} l_i``, the step descends with
+``grad L_head(w) + grad L_tail(w + rho g_t / ||g_t||)``, ``g_t = grad L_tail(w)``. The module computes ``L_tail``
+when :func:`tail_loss_threshold` is set (:func:`tail_rows`: the criterion on the batch's tail rows times
+``n_tail / B``).
 """
 
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import torch
 
-from lt_lightning._checks import check_bool, check_float
+from lt_lightning._checks import check_bool, check_float, check_int
 
-__all__ = ["SAM", "check_sam_trainer", "frozen_batchnorm_statistics", "in_perturbed_pass"]
+__all__ = [
+    "SAM",
+    "ImbSAM",
+    "check_sam_trainer",
+    "frozen_batchnorm_statistics",
+    "in_perturbed_pass",
+    "tail_loss_threshold",
+    "tail_rows",
+]
 
 _PERTURBED: contextvars.ContextVar[bool] = contextvars.ContextVar("lt_lightning_sam_perturbed", default=False)
+_TAIL: contextvars.ContextVar[int | None] = contextvars.ContextVar("lt_lightning_imbsam_tail", default=None)
+
+
+def tail_loss_threshold() -> int | None:
+    """During :class:`ImbSAM`'s tail passes, its ``tail_threshold``: ``training_step`` then returns the loss of the
+    tail classes only (:func:`tail_rows`); ``None`` otherwise (the whole batch's loss)."""
+    return _TAIL.get()
+
+
+@contextmanager
+def _tail_pass(threshold: int) -> Iterator[None]:
+    token = _TAIL.set(threshold)
+    try:
+        yield
+    finally:
+        _TAIL.reset(token)
+
+
+def tail_rows(output: Any, target: torch.Tensor, class_counts: torch.Tensor, threshold: int) -> tuple[Any, Any, float]:
+    """The rows of a batch whose class has fewer than ``threshold`` training images, and ``n_tail / B``.
+
+    ``criterion(rows) * n_tail / B`` is ImbSAM's tail loss ``(1/B) sum_{tail} l_i`` for a loss averaged over the batch
+    (cool-xuan/Imbalanced_SAM ``utils/trainval.py``: ``loss[tail_mask].sum() / targets.size(0)``). A soft target
+    ``[B, C]`` (mixing) counts as its most likely class. Every tensor of the :class:`~lt_lightning.output.ModelOutput`
+    with ``B`` rows is restricted (``expert_logits`` along its second dimension). Returns ``(None, None, 0.0)`` when no
+    row is a tail one (one host-device synchronisation).
+    """
+    classes = target.argmax(dim=1) if target.dim() == 2 else target
+    mask = class_counts.to(classes.device)[classes] < threshold
+    n = int(mask.sum())
+    if n == 0:
+        return None, None, 0.0
+    b = mask.shape[0]
+
+    def rows(t: Any) -> Any:
+        return t[mask] if isinstance(t, torch.Tensor) and t.dim() > 0 and t.shape[0] == b else t
+
+    fields = {f.name: getattr(output, f.name) for f in dataclasses.fields(output)}
+    fields["logits"], fields["features"] = rows(output.logits), rows(output.features)
+    if output.expert_logits is not None:
+        fields["expert_logits"] = output.expert_logits[:, mask]
+    fields["extras"] = {k: rows(v) for k, v in output.extras.items()}
+    return type(output)(**fields), target[mask], n / b
 
 
 def in_perturbed_pass() -> bool:
@@ -150,6 +210,90 @@ class SAM(torch.optim.SGD):
                 for p, e in perturbation.items():
                     p.sub_(e)
         super().step()
+        return loss
+
+
+class ImbSAM(SAM):
+    """Imbalanced SAM: SGD whose step descends with ``grad L_head(w) + grad L_tail(w + e)``, ``e = rho g_t / ||g_t||``.
+
+    Zhou et al., ICCV 2023 (cool-xuan/Imbalanced_SAM ``imbsam.py``: ``first_step`` keeps the head gradient,
+    ``second_step`` perturbs along the tail gradient, ``third_step`` adds the tail gradient at ``w + e`` to the head
+    one). The tail classes are those with fewer than ``tail_threshold`` training images (the reference's ``eta``, 20 on
+    CIFAR-100-LT); ``L_S = (1/B) sum_{i in S} l_i``. Within Lightning's closure, one step runs three forward /
+    backward passes (the reference two forwards and three backwards):
+
+        g = grad L(w)               (the closure: the step's loss, logged; BatchNorm statistics move)
+        g_t = grad L_tail(w)        (the closure with :func:`tail_loss_threshold` set; g_h = g - g_t)
+        e = rho g_t / ||g_t||       (ASAM's with ``adaptive``; 0 when no tail sample is in the batch)
+        g'_t = grad L_tail(w + e)   (the closure again)
+        w <- SGD step from w with g_h + g'_t
+
+    The two tail passes run as SAM's second pass (:func:`in_perturbed_pass`: no loss metric, frozen BatchNorm
+    statistics). ``tail_threshold = 0`` (no tail class) is SGD; a threshold above every class count (every class
+    tail) is :class:`SAM`. YAML: ``configs/optimizer/imbsam.yaml``.
+
+    Args:
+        params, lr, momentum, dampening, weight_decay, nesterov, rho, adaptive: as :class:`SAM`.
+        tail_threshold: a class is a tail class when it has fewer training images (``>= 0``).
+    """
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 0.1,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+        rho: float = 0.05,
+        adaptive: bool = False,
+        tail_threshold: int = 20,
+    ) -> None:
+        self.tail_threshold = int(check_int("tail_threshold", tail_threshold, minimum=0))
+        super().__init__(params, lr, momentum, dampening, weight_decay, nesterov, rho, adaptive)
+
+    def _gradients(self) -> dict[torch.Tensor, torch.Tensor]:
+        return {p: p.grad.detach().clone() for p in self._parameters_with_grad()}
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        """One ImbSAM step (see the class); the closure must honour :func:`tail_loss_threshold`.
+
+        Raises:
+            ValueError: no closure (as :meth:`SAM.step`).
+        """
+        if closure is None:
+            raise ValueError(
+                "ImbSAM needs the closure (it evaluates the loss three times per step); Lightning passes it under "
+                "precision 32 and bf16-mixed, but 16-mixed's GradScaler steps without it: use bf16-mixed or 32"
+            )
+        with torch.enable_grad():
+            loss = closure()
+        full = self._gradients()
+        with torch.enable_grad(), _perturbed(), _tail_pass(self.tail_threshold):
+            closure()
+        tail = self._gradients()
+        perturbation = self._perturbation() if self.rho > 0 else {}
+        if perturbation:
+            with torch.no_grad():
+                for p, e in perturbation.items():
+                    p.add_(e)
+            with torch.enable_grad(), _perturbed(), _tail_pass(self.tail_threshold):
+                closure()
+            with torch.no_grad():
+                for p, e in perturbation.items():
+                    p.sub_(e)
+            perturbed_tail = self._gradients()
+        else:
+            perturbed_tail = tail
+        with torch.no_grad():
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if p not in full and p not in perturbed_tail:
+                        p.grad = None
+                        continue
+                    g = full[p] - tail[p] if p in tail else full.get(p, torch.zeros_like(p))
+                    p.grad = g + perturbed_tail[p] if p in perturbed_tail else g
+        torch.optim.SGD.step(self)
         return loss
 
 
