@@ -46,7 +46,6 @@ COMPOSITIONS: list[tuple[str, ...]] = [
         ("data/cifar10_lt.yaml", f"method/{m}.yaml", "budget/ldam_drw_10ep.yaml")
         for m in ("mislas", "kcl", "ssp", "distill")  # staged and pre-staged recipes scale with the budget alone
     ),
-    ("data/imagenet_lt.yaml", "data/places_lt.yaml"),
     ("data/cifar10_lt.yaml", "method/ldam_drw.yaml", "data/folder_lt.yaml"),
     ("data/cifar10_lt.yaml", "method/ldam_drw.yaml", "data/split_files.yaml"),
 ]
@@ -56,8 +55,9 @@ LEAN = {
     "cifar10_lt/ce",
     "cifar100_lt/ce",
     "imagenet_lt/ce",
+    "places_lt/ce",  # -c data/imagenet_lt.yaml -c data/places_lt.yaml -c method/ce.yaml
+    "inat2018/ce",
     "data/cifar10_lt.yaml+method/ce.yaml+recipe/strong.yaml",
-    "data/imagenet_lt.yaml+data/places_lt.yaml",
     "data/cifar10_lt.yaml+method/ldam_drw.yaml+data/folder_lt.yaml",
     "data/cifar10_lt.yaml+method/ldam_drw.yaml+data/split_files.yaml",
 }
@@ -88,7 +88,8 @@ def _data_class(files: list[Path]) -> str:
 
 @pytest.fixture(scope="module")
 def tiny_split_tree(tmp_path_factory) -> Path:
-    """3 classes of 16x16 JPEGs with ImageNet-LT-style split files (``train/<wnid>/<name>.JPEG label``)."""
+    """3 classes of 16x16 JPEGs with ImageNet-LT-style split files (``train/<wnid>/<name>.JPEG label``) and their class
+    names in each format of ``SplitFileDataModule.class_names_format`` (``names_<format>.{txt,json}``)."""
     root = tmp_path_factory.mktemp("split_tree")
     rng = np.random.RandomState(0)
     lines: dict[str, list[str]] = {"train": [], "val": [], "test": []}
@@ -101,6 +102,10 @@ def tiny_split_tree(tmp_path_factory) -> Path:
                 lines[split].append(f"{split}/n0000000{c}/{c}_{i}.JPEG {c}")
     for split, rows in lines.items():
         (root / f"{split}.txt").write_text("\n".join(rows) + "\n")
+    names = ["tench", "goldfish", "great_white_shark"]
+    (root / "names_lines.txt").write_text("\n".join(names) + "\n")
+    (root / "names_id_name.txt").write_text("".join(f"n0000000{c} {n}\n" for c, n in enumerate(names)))
+    (root / "names_json.json").write_text(json.dumps([{"id": c, "name": n} for c, n in enumerate(names)]))
     return root
 
 
@@ -124,7 +129,8 @@ def tiny_cifar100(tmp_path_factory) -> Path:
     return root
 
 
-def _data_overrides(data_class: str, request) -> list[str]:
+def _data_overrides(data_class: str, request, text: str = "") -> list[str]:
+    """The tiny data of ``data_class`` as ``--data.init_args`` options (``text``: the configs, for what they set)."""
     if data_class.endswith("CIFAR10LTDataModule"):
         root = request.getfixturevalue("tiny_cifar10")
         return ["--data.init_args.root", str(root), "--data.init_args.val_per_class", "1"]
@@ -133,9 +139,14 @@ def _data_overrides(data_class: str, request) -> list[str]:
         return ["--data.init_args.root", str(root), "--data.init_args.val_per_class", "1"]
     if data_class.endswith("SplitFileDataModule"):
         root = request.getfixturevalue("tiny_split_tree")
-        args = {"root": root, "train_file": root / "train.txt", "val_file": root / "val.txt"}
-        args |= {"test_file": root / "test.txt", "num_classes": 3, "image_size": 16, "resize_size": 18}
-        args |= {"batch_size": 4, "num_workers": 0}
+        args = {"root": root, "train_file": root / "train.txt", "test_file": root / "test.txt"}
+        if not re.search(r"^\s*val_file:\s*null\b", text, re.MULTILINE):  # else the config's val_per_class hold-out
+            args["val_file"] = root / "val.txt"
+        args |= {"num_classes": 3, "image_size": 16, "resize_size": 18, "batch_size": 4, "num_workers": 0}
+        formats = re.findall(r"^\s*class_names_format:\s*(\w+)", text, re.MULTILINE)
+        if re.search(r"^\s*class_names_file:", text, re.MULTILINE):  # the dataset's class-name file, in its format
+            fmt = formats[-1] if formats else "lines"
+            args["class_names_file"] = root / f"names_{fmt}.{'json' if fmt == 'json' else 'txt'}"
         return [x for k, v in args.items() for x in (f"--data.init_args.{k}", str(v))]
     if data_class.endswith("ImageFolderLTDataModule"):
         root = request.getfixturevalue("tiny_folder_tree")
@@ -177,14 +188,18 @@ def _model_overrides(files: list[Path], tmp_path: Path) -> list[str]:
 def _run(files: list[Path], request, tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     args = [*(x for f in files for x in ("-c", str(f))), *_model_overrides(files, tmp_path)]
-    cli = main(["fit", *args, *FAST, *_data_overrides(_data_class(files), request)])
+    text = "\n".join(f.read_text() for f in files)
+    cli = main(["fit", *args, *FAST, *_data_overrides(_data_class(files), request, text)])
     assert cli.trainer.state.finished
     assert cli.model.class_counts.tolist() == cli.datamodule.class_counts
     assert "val/acc" in cli.trainer.callback_metrics
+    if re.search(r"^\s*class_names_file:", text, re.MULTILINE):  # read in the config's format, used by the prompts
+        assert cli.datamodule.class_names == ["tench", "goldfish", "great_white_shark"]
     if TEST_TIME.search("\n".join(f.read_text() for f in files)):
         # the config changes the prediction rule at test time: run `test` through it as well (fast_dev_run saved
         # no checkpoint: the initial weights, on purpose)
-        cli = main(["test", *args, "--ckpt_path", "untrained", *FAST, *_data_overrides(_data_class(files), request)])
+        overrides = _data_overrides(_data_class(files), request, text)
+        cli = main(["test", *args, "--ckpt_path", "untrained", *FAST, *overrides])
         assert "test/acc" in cli.trainer.callback_metrics
 
 
