@@ -8,9 +8,11 @@ the GPU scripts on the CPU, the long notebook -- are deselected unless
 ``pytest -m "(slow or ddp) and not lean"`` (the slow tier alone), ``pytest -k ddp``, ``pytest tests/test_ddp.py``.
 ``.ci/run`` runs both tiers.
 
-The whole suite runs on one intra-op thread (``OMP_NUM_THREADS=1`` for subprocesses, ``torch.set_num_threads(1)``
-here): the tiny models of the tests run several times faster on one thread than on two that compete with other
-processes on a 2-core machine.
+The suite runs on two pytest-xdist workers (``addopts`` in pyproject.toml: ``-n 2 --dist worksteal``, the two
+cores of the project's machines; ``-n 0`` runs it in one process, ``-n auto`` on every core). Tests share no files:
+each writes under its own ``tmp_path``. Every worker runs on one intra-op thread (``OMP_NUM_THREADS=1`` for
+subprocesses, ``torch.set_num_threads(1)`` here): the tiny models of the tests run several times faster on one thread
+than on two that compete with other processes on a 2-core machine.
 """
 
 from __future__ import annotations
