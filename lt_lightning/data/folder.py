@@ -140,7 +140,8 @@ class ImageFolderLTDataModule(ImageFileDataModule):
             of decoded images, its size limit and PIL's decompression-bomb limit; see
             :class:`~lt_lightning.data.image_files.ImageFileDataModule`.
         batch_size, eval_batch_size, num_workers, seed, augment, pin_memory, sampler, test_distribution,
-            test_imbalance_ratio, views, view_augment, train_set_on_device: every option of the base datamodule, see
+            test_imbalance_ratio, views, view_augment, train_set_on_device, augment_policy, cutout: every option of
+            the base datamodule, see
             :class:`~lt_lightning.data.datamodule.LongTailDataModule` (and :class:`ImageFileDataModule` for
             ``views`` with the worker-side presets).
 
@@ -186,6 +187,8 @@ class ImageFolderLTDataModule(ImageFileDataModule):
         views: int = 1,
         view_augment: str = "standard",
         train_set_on_device: bool = False,
+        augment_policy: str = "none",
+        cutout: int = 0,
     ) -> None:
         super().__init__(
             image_size=image_size,
@@ -207,6 +210,8 @@ class ImageFolderLTDataModule(ImageFileDataModule):
             views=views,
             view_augment=view_augment,
             train_set_on_device=train_set_on_device,
+            augment_policy=augment_policy,
+            cutout=cutout,
         )
         if imbalance_ratio is not None and not (np.isfinite(imbalance_ratio) and imbalance_ratio > 0):
             raise ValueError(

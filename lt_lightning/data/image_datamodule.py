@@ -96,7 +96,8 @@ class ImageFileDataModule(LongTailDataModule):
             for datasets of very large images; ``None`` keeps PIL's (89,478,485 pixels; an image of more than twice
             as many is refused as a possible decompression bomb, with an error naming this option).
         batch_size, eval_batch_size, num_workers, seed, augment, pin_memory, sampler, test_distribution,
-            test_imbalance_ratio, views, view_augment, train_set_on_device: every option of the base datamodule, see
+            test_imbalance_ratio, views, view_augment, train_set_on_device, augment_policy, cutout: every option of
+            the base datamodule, see
             :class:`~lt_lightning.data.datamodule.LongTailDataModule` (``views > 1``: see above).
 
     Attributes:
@@ -133,6 +134,8 @@ class ImageFileDataModule(LongTailDataModule):
         views: int = 1,
         view_augment: str = "standard",
         train_set_on_device: bool = False,
+        augment_policy: str = "none",
+        cutout: int = 0,
     ) -> None:
         super().__init__(
             batch_size=batch_size,
@@ -147,6 +150,8 @@ class ImageFileDataModule(LongTailDataModule):
             views=views,
             view_augment=view_augment,
             train_set_on_device=train_set_on_device,
+            augment_policy=augment_policy,
+            cutout=cutout,
         )
         self.image_size = check_int("image_size", image_size, minimum=1)
         self.augmentation_preset = check_augmentation_preset(augmentation_preset)

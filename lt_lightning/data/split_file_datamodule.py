@@ -181,7 +181,8 @@ class SplitFileDataModule(ImageFileDataModule):
             of decoded images, its size limit and PIL's decompression-bomb limit; see
             :class:`~lt_lightning.data.image_files.ImageFileDataModule`.
         batch_size, eval_batch_size, num_workers, seed, augment, pin_memory, sampler, test_distribution,
-            test_imbalance_ratio, views, view_augment, train_set_on_device: every option of the base datamodule, see
+            test_imbalance_ratio, views, view_augment, train_set_on_device, augment_policy, cutout: every option of
+            the base datamodule, see
             :class:`~lt_lightning.data.datamodule.LongTailDataModule` (and :class:`ImageFileDataModule` for
             ``views`` with the worker-side presets).
 
@@ -227,6 +228,8 @@ class SplitFileDataModule(ImageFileDataModule):
         views: int = 1,
         view_augment: str = "standard",
         train_set_on_device: bool = False,
+        augment_policy: str = "none",
+        cutout: int = 0,
     ) -> None:
         super().__init__(
             image_size=image_size,
@@ -248,6 +251,8 @@ class SplitFileDataModule(ImageFileDataModule):
             views=views,
             view_augment=view_augment,
             train_set_on_device=train_set_on_device,
+            augment_policy=augment_policy,
+            cutout=cutout,
         )
         check_int("val_per_class", val_per_class, minimum=0)
         if val_file is not None and val_per_class > 0:
