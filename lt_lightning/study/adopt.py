@@ -1,9 +1,12 @@
 """Adopt finished fits from another runs folder into the study's cache (``lt-lightning study --adopt-fits DIR``).
 
 A study's long-tailed units are often fits that already exist: a table script or an earlier study trained the same
-method configs at the same budget into ``<runs>/<dataset>/<config stem>/fit``. Training them again costs hours on a
-CPU. A unit adopts such a fit only when the fit is **the same run**: the ``config.yaml`` that Lightning saved with it
-must equal the unit's own resolved config (``lt-lightning fit <unit args> --print_config``) key by key, except
+method configs at the same budget into ``<runs>/<dataset>/<config stem>/fit``, or the study itself did before a code
+change gave every run a new cache key (a new option at its default is part of the resolved config, so of the key):
+``--adopt-fits <runs_dir>`` then finds its finished fits by method, training set and seed (:func:`candidate_fits`).
+Training them again costs hours on a CPU. A unit adopts such a fit only when the fit is **the same run**: the
+``config.yaml`` that Lightning saved with it must equal the unit's own resolved config (``lt-lightning fit <unit
+args> --print_config``) key by key, except
 
 * keys that never change the numbers (:data:`IGNORED`: the logger, the progress bar, how often the non-finite-loss
   check syncs, the data-fingerprint switch, ``ckpt_path``), and the order of the callbacks where Lightning runs them
@@ -127,20 +130,43 @@ def source_fit(source: Path, config: str) -> Path:
     return source / Path(config).stem / "fit"
 
 
+def candidate_fits(unit: Unit, source: Path) -> list[Path]:
+    """The fits in ``source`` that may be ``unit``'s run: ``<source>/<config stem>/fit``, then the finished fits of
+    the same method, training set and seed in a study's layout (``<source>/<method>/<train set>-seed<S>-<key>/fit``,
+    e.g. the study's own runs folder after a change of the code gave every run a new key: an option added with its
+    default), newest first."""
+    found = [source_fit(source, unit.method.config or unit.method.name)]
+    pattern = f"{unit.method.name}/{unit.train_set}-seed{unit.seed}-*/fit.done.json"
+    studied = sorted(source.glob(pattern), key=lambda p: p.stat().st_mtime, reverse=True)
+    own = unit.directory.resolve()
+    found += [m.parent / "fit" for m in studied if m.parent.resolve() != own]
+    return found
+
+
 def adopt_fit(unit: Unit, source: Path) -> tuple[bool, str]:
     """Copy the fit of ``unit``'s method config from ``source`` into the unit when it is the same run.
 
     Returns ``(adopted, why)``: ``why`` names the source, or why nothing was adopted.
     """
-    import yaml
-
     marker = unit.directory / "fit.done.json"
     if marker.is_file() or (unit.directory / "result.json").is_file():
         return False, "already finished"
-    fit = source_fit(source, unit.method.config)
+    candidates = [f for f in candidate_fits(unit, source) if (f / "config.yaml").is_file() and find_checkpoint(f)]
+    if not candidates:
+        return False, f"no finished fit at {source_fit(source, unit.method.config or unit.method.name)}"
+    why = ""
+    for fit in candidates:
+        adopted, why = _adopt_from(unit, fit)
+        if adopted:
+            return True, why
+    return False, why
+
+
+def _adopt_from(unit: Unit, fit: Path) -> tuple[bool, str]:
+    import yaml
+
+    marker = unit.directory / "fit.done.json"
     config_file = fit / "config.yaml"
-    if not config_file.is_file() or find_checkpoint(fit) is None:
-        return False, f"no finished fit at {fit}"
     try:
         check_fit_finished(fit)
         finished = True
@@ -174,4 +200,12 @@ def adopt_fit(unit: Unit, source: Path) -> tuple[bool, str]:
     return True, f"adopted {fit}"
 
 
-__all__ = ["IGNORED", "adopt_fit", "config_differences", "fit_differences", "resolved_config", "source_fit"]
+__all__ = [
+    "IGNORED",
+    "adopt_fit",
+    "candidate_fits",
+    "config_differences",
+    "fit_differences",
+    "resolved_config",
+    "source_fit",
+]

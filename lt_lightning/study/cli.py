@@ -123,8 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--adopt-fits",
         default=None,
         metavar="DIR",
-        help="before running, copy fits from DIR/<config stem>/fit (finished: tested; unfinished: resumed) "
-        "into the units whose resolved config they match (lt_lightning.study.adopt)",
+        help="before running, copy fits from DIR/<config stem>/fit (finished: tested; unfinished: resumed), or a "
+        "study's runs folder (after a code change gave the runs new keys), into the units whose resolved config they "
+        "match (lt_lightning.study.adopt)",
     )
     parser.add_argument(
         "--overlay",

@@ -152,3 +152,19 @@ def test_an_unfinished_fit_is_adopted_and_resumed_to_the_uninterrupted_result(tm
     assert marker["resumed_from"].endswith("adopted-last.ckpt") and "adopted_from" not in marker
     result, original = (json.loads((u / "result.json").read_text()) for u in (adopted, lt_unit))
     assert result["acc"] == original["acc"] and result["per_class"] == original["per_class"]
+
+
+def test_a_studys_own_runs_folder_is_searched_by_method_training_set_and_seed(tmp_path: Path, monkeypatch) -> None:
+    """After a code change gives every run a new key, the study adopts its old finished fits from its runs folder."""
+    synthetic_config(tmp_path / "ce.yaml")
+    study = STUDY.replace("RUNS", "RUNS\ntrain_sets: [lt]")
+    (tmp_path / "first.yaml").write_text(study.replace("RUNS", "first"))
+    (tmp_path / "second.yaml").write_text(study.replace("RUNS", "second"))
+    monkeypatch.chdir(tmp_path)
+    main(["study", "-c", "first.yaml", "--launcher", "inprocess", "--no-report"])
+    main(["study", "-c", "second.yaml", "--launcher", "inprocess", "--no-report", "--adopt-fits", "first"])
+    (old,) = Path("first/ce").glob("lt-seed0-*")
+    (new,) = Path("second/ce").glob("lt-seed0-*")
+    assert json.loads((new / "fit.done.json").read_text())["adopted_from"] == str(old / "fit")
+    result, original = (json.loads((u / "result.json").read_text()) for u in (new, old))
+    assert result["acc"] == original["acc"]
