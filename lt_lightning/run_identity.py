@@ -4,7 +4,7 @@
 the **same run** when their :func:`run_identity` is equal: the resolution without
 
 * the keys that only say where things are written or how they are shown (:data:`NEVER_COMPUTES`: the loggers, the
-  progress bar, the data-fingerprint switch, ``ckpt_path``, ``config``);
+  progress bar, the data-fingerprint switch, ``ckpt_path``, ``config``, the ``prediction`` output options);
 * the ``LearningRateMonitor`` callbacks (they log, nothing reads them);
 
 and with the ``ModelCheckpoint`` callbacks moved behind the others, in their order (Lightning runs checkpoint
@@ -36,6 +36,7 @@ NEVER_COMPUTES: tuple[str, ...] = (
     "data_fingerprint",
     "ckpt_path",
     "config",
+    "prediction",  # what ``lt-lightning predict`` writes, and where
 )
 LOGGING_ONLY_CALLBACKS: tuple[str, ...] = ("lightning.pytorch.callbacks.LearningRateMonitor",)
 CHECKPOINT_CALLBACKS: tuple[str, ...] = ("lightning.pytorch.callbacks.ModelCheckpoint",)
