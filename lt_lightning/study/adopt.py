@@ -131,16 +131,16 @@ def source_fit(source: Path, config: str) -> Path:
 
 
 def candidate_fits(unit: Unit, source: Path) -> list[Path]:
-    """The fits in ``source`` that may be ``unit``'s run: ``<source>/<config stem>/fit``, then the finished fits of
-    the same method, training set and seed in a study's layout (``<source>/<method>/<train set>-seed<S>-<key>/fit``,
-    e.g. the study's own runs folder after a change of the code gave every run a new key: an option added with its
-    default), newest first."""
+    """The fits in ``source`` that may be ``unit``'s run: ``<source>/<config stem>/fit``, then the fits of the same
+    method, training set and seed in a study's layout (``<source>/<method>/<train set>-seed<S>-<key>/fit``, e.g. the
+    study's own runs folder after a change of the code gave every run a new key: an option added with its default),
+    finished ones first, newest first (an unfinished one is resumed)."""
     found = [source_fit(source, unit.method.config or unit.method.name)]
-    pattern = f"{unit.method.name}/{unit.train_set}-seed{unit.seed}-*/fit.done.json"
-    studied = sorted(source.glob(pattern), key=lambda p: p.stat().st_mtime, reverse=True)
     own = unit.directory.resolve()
-    found += [m.parent / "fit" for m in studied if m.parent.resolve() != own]
-    return found
+    pattern = f"{unit.method.name}/{unit.train_set}-seed{unit.seed}-*/fit/config.yaml"
+    studied = [c.parent for c in source.glob(pattern) if c.parent.parent.resolve() != own]
+    studied.sort(key=lambda f: ((f.parent / "fit.done.json").is_file(), f.stat().st_mtime), reverse=True)
+    return found + studied
 
 
 def adopt_fit(unit: Unit, source: Path) -> tuple[bool, str]:

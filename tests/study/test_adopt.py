@@ -168,3 +168,34 @@ def test_a_studys_own_runs_folder_is_searched_by_method_training_set_and_seed(tm
     assert json.loads((new / "fit.done.json").read_text())["adopted_from"] == str(old / "fit")
     result, original = (json.loads((u / "result.json").read_text()) for u in (new, old))
     assert result["acc"] == original["acc"]
+
+
+def test_an_unfinished_fit_in_a_studys_runs_folder_is_resumed_under_the_new_key(tmp_path: Path, monkeypatch) -> None:
+    """A study killed mid-fit, whose runs then get new keys, resumes the killed fit rather than training anew."""
+    config = synthetic_config(tmp_path / "ce.yaml").read_text()
+    config = config.replace("max_epochs: 1", "max_epochs: 2").replace(
+        "{save_last: true}", "{save_last: true, save_top_k: -1}"
+    )
+    (tmp_path / "ce.yaml").write_text(config)
+    study = STUDY.replace("RUNS", "RUNS\ntrain_sets: [lt]")
+    (tmp_path / "first.yaml").write_text(study.replace("RUNS", "first"))
+    (tmp_path / "second.yaml").write_text(study.replace("RUNS", "second"))
+    monkeypatch.chdir(tmp_path)
+    main(["study", "-c", "first.yaml", "--launcher", "inprocess", "--no-report"])
+    (unit,) = Path("first/ce").glob("lt-seed0-*")
+    original = json.loads((unit / "result.json").read_text())
+    shutil.copytree(unit, "killed/ce/" + unit.name)  # the study's layout, killed after epoch 1 of 2
+    killed = Path("killed/ce") / unit.name
+    (killed / "result.json").unlink()
+    (killed / "fit.done.json").unlink()
+    checkpoints = killed / "fit" / "checkpoints"
+    (first_epoch,) = checkpoints.glob("epoch=0-*.ckpt")
+    for ckpt in checkpoints.glob("*.ckpt"):
+        if ckpt != first_epoch:
+            ckpt.unlink()
+    first_epoch.rename(checkpoints / "last.ckpt")
+
+    main(["study", "-c", "second.yaml", "--launcher", "inprocess", "--no-report", "--adopt-fits", "killed"])
+    (resumed,) = Path("second/ce").glob("lt-seed0-*")
+    assert json.loads((resumed / "fit.done.json").read_text())["resumed_from"].endswith("adopted-last.ckpt")
+    assert json.loads((resumed / "result.json").read_text())["acc"] == original["acc"]
