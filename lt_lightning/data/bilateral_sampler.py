@@ -32,10 +32,10 @@ import torch
 from torch import Tensor
 
 from lt_lightning._checks import check_int
-from lt_lightning.data.resampling import sample_probabilities
+from lt_lightning.data.resampling import class_power_probabilities, sample_probabilities
 from lt_lightning.data.samplers import EpochSampler, permutation_draw
 
-__all__ = ["BilateralSampler", "reversed_class_probabilities"]
+__all__ = ["BilateralSampler", "PowerBilateralSampler", "reversed_class_probabilities"]
 
 
 def reversed_class_probabilities(class_counts: Tensor) -> Tensor:
@@ -144,3 +144,40 @@ class BilateralSampler(EpochSampler):
         """The global instance-balanced and reversed draws of ``epoch`` (default ``self.epoch``), each ``[W K B]``."""
         e = self.epoch if epoch is None else int(epoch)
         return self.branch_draws_of(torch.Generator().manual_seed(self.seed + e))
+
+
+class PowerBilateralSampler(BilateralSampler):
+    """:class:`BilateralSampler` whose second half draws class ``c`` with ``p_c = n_c^q / sum_k n_k^q`` instead of BBN's
+    reversed ``p_c ∝ 1 / n_c`` (with replacement, an image uniformly within its class).
+
+    GLMC's re-balanced loader (Du et al., CVPR 2023; ynu-yangpeng/GLMC ``GLMC-2023/main.py``): a
+    ``WeightedRandomSampler`` with replacement and image weights ``n_{y_i}^{-r}`` (``r = --resample_weighting``),
+    i.e. class probabilities ``∝ n_c^{1 - r}``: ``q = 1 - r`` here (Kang et al.'s family, ICLR 2020, Eq. 1). Its
+    CIFAR rho = 100 runs use ``r = 0`` (``q = 1``: instance-balanced draws with replacement), its rho = 50 and 10
+    CIFAR-100 runs ``r = 0.2`` (``q = 0.8``). The first half is the instance-balanced permutation, as BBN's.
+
+    Args:
+        labels, num_replicas, rank, seed, branch_batch_size, drop_last: as :class:`BilateralSampler`.
+        q: exponent in ``[0, 1]`` of the second half's class probabilities (1 instance-balanced, 0 class-balanced).
+
+    Attributes:
+        reversed_probabilities: ``[C]`` float64 class probabilities of the second half, ``∝ n_c^q``.
+    """
+
+    def __init__(
+        self,
+        labels: Tensor,
+        num_replicas: int = 1,
+        rank: int = 0,
+        seed: int = 0,
+        *,
+        branch_batch_size: int,
+        drop_last: bool = True,
+        q: float = 1.0,
+    ) -> None:
+        if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0.0 <= float(q) <= 1.0:
+            raise ValueError(f"q must be a number in [0, 1] (second half: p_c ∝ n_c^q), got {q!r}")
+        super().__init__(labels, num_replicas, rank, seed, branch_batch_size=branch_batch_size, drop_last=drop_last)
+        self.q = float(q)
+        self.reversed_probabilities = class_power_probabilities(self.class_counts, self.q)
+        self._image_probabilities = sample_probabilities(self.labels, self.reversed_probabilities)

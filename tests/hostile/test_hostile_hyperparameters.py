@@ -150,6 +150,12 @@ DOMAINS: dict[tuple[str, str], str] = {
     ("BalancedContrastiveLoss", "beta"): "float>=0",
     ("BalancedContrastiveLoss", "tau"): "float>=0",
     ("BalancedContrastiveLoss", "temperature"): "float>0",
+    ("GLMCLoss", "label_weighting"): "float>=0",
+    ("GLMCHead", "projection_dim"): "int>=1",
+    ("PowerBilateralSampler", "branch_batch_size"): "int>=1",
+    ("GLMCLoss", "consistency_weight"): "float>=0",
+    ("GlobalLocalMixing", "beta"): "float>0",
+    ("PowerBilateralSampler", "q"): "[0,1]",
     ("CLIPVisualBackbone", "in_channels"): "int>=1",  # 1 or 3
     ("AdaptFormer", "bottleneck"): "int>=1",
     ("TestTimeCrops", "crop_size"): "int>=1",
