@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import io
 import json
@@ -83,6 +84,30 @@ def run_key(resolved: dict[str, Any]) -> str:
 RESOLVE_LOCK = threading.Lock()
 
 
+class _ParserBuilt(Exception):
+    def __init__(self, parser: Any) -> None:
+        super().__init__("parser built")
+        self.parser = parser
+
+
+@functools.cache
+def _parser() -> Any:
+    """The CLI's whole parser (every subcommand), built once per process: :func:`resolve` parses with it exactly as
+    ``LightningCLI.parse_arguments`` does (``--print_config`` prints during the parse), without building the parser
+    again for every call (most of a call's cost)."""
+    from lt_lightning.cli import LongTailCLI  # local: the CLI imports Lightning
+
+    class _ParserOnly(LongTailCLI):
+        def parse_arguments(self, parser: Any, args: Any) -> None:
+            raise _ParserBuilt(parser)
+
+    try:
+        _ParserOnly(args=["fit"])
+    except _ParserBuilt as built:
+        return built.parser
+    raise AssertionError("LightningCLI no longer parses after building its parser")  # pragma: no cover
+
+
 def resolve(args: Sequence[str], subcommand: str = "fit") -> dict[str, Any]:
     """``lt-lightning SUBCOMMAND ARGS --print_config``, run in this process, as a mapping (one thread at a time:
     :data:`RESOLVE_LOCK`; another thread's prints during it land in its buffer, so callers that print from threads
@@ -92,8 +117,6 @@ def resolve(args: Sequence[str], subcommand: str = "fit") -> dict[str, Any]:
         ValueError: the arguments do not parse (with jsonargparse's last error line).
     """
     import yaml
-
-    from lt_lightning.cli import run  # local: the CLI imports Lightning
 
     stdout, stderr = io.StringIO(), io.StringIO()
     code: Any = 0
@@ -105,7 +128,7 @@ def resolve(args: Sequence[str], subcommand: str = "fit") -> dict[str, Any]:
     ):
         warnings.simplefilter("ignore")  # "LightningCLI's args parameter ...": the caller's own argv
         try:
-            run([subcommand, *map(str, args), "--print_config"])
+            _parser().parse_args([subcommand, *map(str, args), "--print_config"])
         except SystemExit as exit_:  # jsonargparse exits after printing (0) or on bad arguments (2)
             code = exit_.code or 0
     if code != 0:
