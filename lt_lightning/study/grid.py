@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from lt_lightning._checks import check_int
+from lt_lightning.run_identity import RESOLVE_LOCK
 from lt_lightning.study.config import STAGES, TRAIN_SETS, MethodSpec, StudyConfig, file_sha256
 from lt_lightning.study.launch import Launch, RunFailed, find_checkpoint, lt_cli, read_report
 from lt_lightning.study.provenance import git_commit
@@ -502,7 +503,9 @@ def run_grid(
     """Run ``units`` with a rich progress bar; one line per unit (cached, done with its accuracy, failed).
 
     ``parallel > 1`` runs that many units at once, each in its own subprocesses (a small model leaves a large GPU
-    mostly idle: several ordinary fits side by side fill it); the outcomes come back in the grid's order.
+    mostly idle: several ordinary fits side by side fill it); the outcomes come back in the grid's order. The lines
+    are then printed without a live progress bar and under :data:`~lt_lightning.run_identity.RESOLVE_LOCK`: a unit's
+    thread may be resolving a config (a classifier stage's overlay), which captures the process's stdout meanwhile.
 
     Raises:
         ValueError: ``parallel < 1``, or ``parallel > 1`` with the in-process launcher.
@@ -518,33 +521,43 @@ def run_grid(
         raise ValueError(f"parallel={parallel} needs the subprocess launcher, not {launch.kind!r}")
     console = console or Console()
     commit = git_commit()
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
-    with Progress(*columns, TimeElapsedColumn(), console=console) as progress:
-        task = progress.add_task(title, total=len(units))
 
-        def run(unit: Unit) -> Outcome:
-            def step(what: str) -> None:
-                if parallel == 1:
-                    progress.update(task, description=escape(f"{title}: {unit.label} {what}"))
+    def line(outcome: Outcome) -> str:
+        acc = "" if outcome.acc is None else f" top-1 {100 * outcome.acc:.2f}%"
+        if outcome.status == "failed":
+            details = "; ".join(f"{e['step']}: {e['error']}" for e in outcome.errors or [])
+            return f"[red]failed[/red] {escape(outcome.unit.label)}{acc}: {escape(details)}"
+        wall = f" ({outcome.wall_s:.0f} s)" if outcome.status == "done" else ""
+        return f"{outcome.status} {escape(outcome.unit.label)}{acc}{wall}"
 
-            outcome = run_unit(unit, launch, step, commit)
-            acc = "" if outcome.acc is None else f" top-1 {100 * outcome.acc:.2f}%"
-            if outcome.status == "failed":
-                details = "; ".join(f"{e['step']}: {e['error']}" for e in outcome.errors or [])
-                progress.console.print(
-                    f"[red]failed[/red] {escape(unit.label)}{acc}: {escape(details)}", soft_wrap=True
-                )
-            else:
-                wall = f" ({outcome.wall_s:.0f} s)" if outcome.status == "done" else ""
-                progress.console.print(f"{outcome.status} {escape(unit.label)}{acc}{wall}", soft_wrap=True)
-            progress.advance(task)
+    if parallel > 1:
+        done = [0]
+
+        def run_parallel(unit: Unit) -> Outcome:
+            outcome = run_unit(unit, launch, None, commit)
+            with RESOLVE_LOCK:
+                done[0] += 1
+                console.print(f"[{done[0]}/{len(units)}] {line(outcome)}", soft_wrap=True)
             return outcome
 
-        if parallel == 1:
-            return [run(unit) for unit in units]
-        progress.update(task, description=escape(f"{title}: {parallel} runs at a time"))
+        console.print(f"{title}: {len(units)} runs, {parallel} at a time", soft_wrap=True)
         with ThreadPoolExecutor(max_workers=parallel) as pool:
-            return list(pool.map(run, units))
+            return list(pool.map(run_parallel, units))
+
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    outcomes = []
+    with Progress(*columns, TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task(title, total=len(units))
+        for unit in units:
+
+            def step(what: str, unit: Unit = unit) -> None:
+                progress.update(task, description=escape(f"{title}: {unit.label} {what}"))
+
+            outcome = run_unit(unit, launch, step, commit)
+            progress.console.print(line(outcome), soft_wrap=True)
+            outcomes.append(outcome)
+            progress.advance(task)
+    return outcomes
 
 
 __all__ = [
