@@ -72,6 +72,19 @@ class EpochSchedule(Callback):
         ``fast_dev_run``): :func:`lt_lightning.schedule.resolve_epoch` with this callback's name."""
         return resolve_epoch(value, trainer.max_epochs, name, self._name, not trainer.fast_dev_run)
 
+    def total_from_trainer(self, trainer: pl.Trainer, symbol: str = "T", spelled: str | None = None) -> int:
+        """``trainer.max_epochs`` as the length ``symbol`` of a schedule built with ``total_epochs=None``.
+
+        Raises:
+            ValueError: the trainer has no positive ``max_epochs`` (``spelled`` names the callback's call, default
+                ``<Name>(total_epochs=None)``).
+        """
+        max_epochs = trainer.max_epochs
+        if max_epochs is None or max_epochs < 1:
+            call = spelled or f"{self._name}(total_epochs=None)"
+            raise ValueError(f"{call} takes {symbol} from trainer.max_epochs, which is {max_epochs}: set total_epochs")
+        return int(max_epochs)
+
     # ------------------------------------------------------------------ written once
     def state_dict(self) -> dict[str, Any]:
         config = self._config()

@@ -130,13 +130,7 @@ class CumulativeLearning(EpochSchedule):
         self._parts(pl_module)
         self._check_data(trainer)
         if self.total_epochs is None:
-            max_epochs = trainer.max_epochs
-            if max_epochs is None or max_epochs < 1:
-                raise ValueError(
-                    f"CumulativeLearning(total_epochs=None) takes T_max from trainer.max_epochs, which is {max_epochs}:"
-                    " set total_epochs"
-                )
-            self._resolved_total = int(max_epochs)
+            self._resolved_total = self.total_from_trainer(trainer, "T_max")
 
     def apply(self, pl_module: pl.LightningModule, epoch: int) -> float:
         """Set ``α(epoch)`` on the backbone and the criterion (idempotent); returns it."""

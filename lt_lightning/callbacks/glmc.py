@@ -186,13 +186,7 @@ class GlobalLocalMixing(EpochSchedule):
         self._criterion(pl_module)
         self._check_data(trainer)
         if self.total_epochs is None:
-            max_epochs = trainer.max_epochs
-            if max_epochs is None or max_epochs < 1:
-                raise ValueError(
-                    f"GlobalLocalMixing(total_epochs=None) takes T from trainer.max_epochs, which is {max_epochs}: set "
-                    "total_epochs"
-                )
-            self._resolved_total = int(max_epochs)
+            self._resolved_total = self.total_from_trainer(trainer)
         self._trainer, self._module = trainer, pl_module
 
     def alpha_at(self, epoch: int) -> float:

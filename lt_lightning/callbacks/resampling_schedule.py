@@ -139,13 +139,8 @@ class ResamplingSchedule(EpochSchedule):
                 f"with a `sampler` hook and `train_labels`; got {found}"
             )
         if self.schedule == "progressive" and self.total_epochs is None:
-            max_epochs = trainer.max_epochs
-            if max_epochs is None or max_epochs < 1:
-                raise ValueError(
-                    "ResamplingSchedule(schedule='progressive', total_epochs=None) takes T from trainer.max_epochs, "
-                    f"which is {max_epochs}: set total_epochs"
-                )
-            self._resolved_total = int(max_epochs)
+            spelled = "ResamplingSchedule(schedule='progressive', total_epochs=None)"
+            self._resolved_total = self.total_from_trainer(trainer, spelled=spelled)
         if self.schedule == "drs":
             switch_epoch: int | float = self.switch_epoch  # type: ignore[assignment]
             self.resolved_switch_epoch = self.resolve_point(switch_epoch, trainer, "switch_epoch")
