@@ -127,24 +127,9 @@ def test_study_adopts_the_same_fit_and_trains_the_rest(tmp_path: Path, monkeypat
 def test_an_unfinished_fit_is_adopted_and_resumed_to_the_uninterrupted_result(tmp_path: Path, monkeypatch) -> None:
     """A long fit killed mid-way in another runs folder moves into the study: copied, then resumed from its last
     checkpoint, it ends where the uninterrupted fit ends."""
-    config = synthetic_config(tmp_path / "ce.yaml").read_text()
-    config = config.replace("max_epochs: 1", "max_epochs: 2").replace(
-        "{save_last: true}", "{save_last: true, save_top_k: -1}"
-    )
-    (tmp_path / "ce.yaml").write_text(config)
-    study = STUDY.replace("RUNS", "RUNS\ntrain_sets: [lt]")
-    (tmp_path / "first.yaml").write_text(study.replace("RUNS", "first"))
-    (tmp_path / "second.yaml").write_text(study.replace("RUNS", "second"))
-    monkeypatch.chdir(tmp_path)
-    main(["study", "-c", "first.yaml", "--launcher", "inprocess", "--no-report"])
-    (lt_unit,) = Path("first/ce").glob("lt-seed0-*")
+    lt_unit = _two_epoch_fit_of_study_first(tmp_path, monkeypatch)
     shutil.copytree(lt_unit / "fit", "table/ce/fit")
-    checkpoints = Path("table/ce/fit/checkpoints")
-    (first_epoch,) = checkpoints.glob("epoch=0-*.ckpt")
-    for ckpt in checkpoints.glob("*.ckpt"):
-        if ckpt != first_epoch:
-            ckpt.unlink()
-    first_epoch.rename(checkpoints / "last.ckpt")  # as if killed after epoch 1 of 2
+    _keep_only_the_first_epoch(Path("table/ce/fit/checkpoints"))  # as if killed after epoch 1 of 2
 
     main(["study", "-c", "second.yaml", "--launcher", "inprocess", "--no-report", "--adopt-fits", "table"])
     (adopted,) = Path("second/ce").glob("lt-seed0-*")
@@ -172,6 +157,32 @@ def test_a_studys_own_runs_folder_is_searched_by_method_training_set_and_seed(tm
 
 def test_an_unfinished_fit_in_a_studys_runs_folder_is_resumed_under_the_new_key(tmp_path: Path, monkeypatch) -> None:
     """A study killed mid-fit, whose runs then get new keys, resumes the killed fit rather than training anew."""
+    unit = _two_epoch_fit_of_study_first(tmp_path, monkeypatch)
+    original = json.loads((unit / "result.json").read_text())
+    shutil.copytree(unit, "killed/ce/" + unit.name)  # the study's layout, killed after epoch 1 of 2
+    killed = Path("killed/ce") / unit.name
+    (killed / "result.json").unlink()
+    (killed / "fit.done.json").unlink()
+    _keep_only_the_first_epoch(killed / "fit" / "checkpoints")
+
+    main(["study", "-c", "second.yaml", "--launcher", "inprocess", "--no-report", "--adopt-fits", "killed"])
+    (resumed,) = Path("second/ce").glob("lt-seed0-*")
+    assert json.loads((resumed / "fit.done.json").read_text())["resumed_from"].endswith("adopted-last.ckpt")
+    assert json.loads((resumed / "result.json").read_text())["acc"] == original["acc"]
+
+
+def _keep_only_the_first_epoch(checkpoints: Path) -> None:
+    """Leave a fit's checkpoints as a kill after epoch 1 would: the epoch-0 checkpoint as ``last.ckpt``, no other."""
+    (first_epoch,) = checkpoints.glob("epoch=0-*.ckpt")
+    for ckpt in checkpoints.glob("*.ckpt"):
+        if ckpt != first_epoch:
+            ckpt.unlink()
+    first_epoch.rename(checkpoints / "last.ckpt")
+
+
+def _two_epoch_fit_of_study_first(tmp_path: Path, monkeypatch) -> Path:
+    """Studies ``first.yaml`` and ``second.yaml`` (long-tailed runs only) of a 2-epoch CE config that keeps every
+    epoch's checkpoint, in ``tmp_path`` (the current directory); ``first`` run; its unit folder."""
     config = synthetic_config(tmp_path / "ce.yaml").read_text()
     config = config.replace("max_epochs: 1", "max_epochs: 2").replace(
         "{save_last: true}", "{save_last: true, save_top_k: -1}"
@@ -183,19 +194,4 @@ def test_an_unfinished_fit_in_a_studys_runs_folder_is_resumed_under_the_new_key(
     monkeypatch.chdir(tmp_path)
     main(["study", "-c", "first.yaml", "--launcher", "inprocess", "--no-report"])
     (unit,) = Path("first/ce").glob("lt-seed0-*")
-    original = json.loads((unit / "result.json").read_text())
-    shutil.copytree(unit, "killed/ce/" + unit.name)  # the study's layout, killed after epoch 1 of 2
-    killed = Path("killed/ce") / unit.name
-    (killed / "result.json").unlink()
-    (killed / "fit.done.json").unlink()
-    checkpoints = killed / "fit" / "checkpoints"
-    (first_epoch,) = checkpoints.glob("epoch=0-*.ckpt")
-    for ckpt in checkpoints.glob("*.ckpt"):
-        if ckpt != first_epoch:
-            ckpt.unlink()
-    first_epoch.rename(checkpoints / "last.ckpt")
-
-    main(["study", "-c", "second.yaml", "--launcher", "inprocess", "--no-report", "--adopt-fits", "killed"])
-    (resumed,) = Path("second/ce").glob("lt-seed0-*")
-    assert json.loads((resumed / "fit.done.json").read_text())["resumed_from"].endswith("adopted-last.ckpt")
-    assert json.loads((resumed / "result.json").read_text())["acc"] == original["acc"]
+    return unit
