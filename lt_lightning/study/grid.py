@@ -340,6 +340,22 @@ def _joint(unit: Unit, launch: Launch | None, commit: dict[str, Any]) -> dict[st
     return result
 
 
+def _second_fit_then_test(
+    unit: Unit, fit_args: list[str], test_args: list[str], version: str, stage: str, launch: Launch | None
+) -> tuple[float, Path]:
+    """A stage trained as a second fit (``<version>_fit``, from scratch each time) then tested on its checkpoint
+    (``<version>_test``); returns the fit's wall time and the test's folder."""
+    fit_version = f"{version}_fit"
+    shutil.rmtree(unit.directory / fit_version, ignore_errors=True)
+    wall = lt_cli("fit", fit_args, unit.directory, fit_version, launch)
+    stage_ckpt = find_checkpoint(unit.directory / fit_version)
+    if stage_ckpt is None:
+        raise RunFailed(f"the {stage} stage wrote no checkpoint under {unit.directory / fit_version}")
+    test_version = f"{version}_test"
+    lt_cli("test", [*test_args, f"--ckpt_path={stage_ckpt}"], unit.directory, test_version, launch)
+    return wall, unit.directory / test_version
+
+
 def _stage(unit: Unit, stage: str, launch: Launch | None, commit: dict[str, Any]) -> dict[str, Any]:
     path = unit.stage_file(stage)
     if path.is_file():
@@ -372,16 +388,8 @@ def _stage(unit: Unit, stage: str, launch: Launch | None, commit: dict[str, Any]
             f"--trainer.callbacks.init_from={ckpt}",
             *STAGE_ARGS[stage],
         ]
-        fit_version = f"{version}_fit"
-        shutil.rmtree(unit.directory / fit_version, ignore_errors=True)
-        wall = lt_cli("fit", [*unit.args, *retrain], unit.directory, fit_version, launch)
-        stage_ckpt = find_checkpoint(unit.directory / fit_version)
-        if stage_ckpt is None:
-            raise RunFailed(f"the {stage} stage wrote no checkpoint under {unit.directory / fit_version}")
-        test_version = f"{version}_test"
-        lt_cli("test", [*unit.args, f"--ckpt_path={stage_ckpt}"], unit.directory, test_version, launch)
-        result |= {"stage2_epochs": unit.stage2_epochs, "fit_wall_s": round(wall, 1)}
-        result |= read_report(unit.directory / test_version)
+        wall, tested = _second_fit_then_test(unit, [*unit.args, *retrain], list(unit.args), version, stage, launch)
+        result |= {"stage2_epochs": unit.stage2_epochs, "fit_wall_s": round(wall, 1)} | read_report(tested)
     result |= commit
     write_json(path, result)
     return result
@@ -431,15 +439,8 @@ def _config_stage(unit: Unit, stage: str, ckpt: Path, version: str, launch: Laun
         result = {"kind": "test-time rule", "test_wall_s": round(wall, 1)} | read_report(unit.directory / version)
     else:
         args += ["-c", str(overlay)]
-        fit_version = f"{version}_fit"
-        shutil.rmtree(unit.directory / fit_version, ignore_errors=True)
-        wall = lt_cli("fit", args, unit.directory, fit_version, launch)
-        stage_ckpt = find_checkpoint(unit.directory / fit_version)
-        if stage_ckpt is None:
-            raise RunFailed(f"the stage {stage} wrote no checkpoint under {unit.directory / fit_version}")
-        test_version = f"{version}_test"
-        lt_cli("test", [*args, f"--ckpt_path={stage_ckpt}"], unit.directory, test_version, launch)
-        result = {"kind": "classifier stage", "fit_wall_s": round(wall, 1)} | read_report(unit.directory / test_version)
+        wall, tested = _second_fit_then_test(unit, args, args, version, stage, launch)
+        result = {"kind": "classifier stage", "fit_wall_s": round(wall, 1)} | read_report(tested)
     sweep = unit.directory / (version if overlay is None else f"{version}_test") / "posthoc_tau_sweep.json"
     if sweep.is_file():
         result["chosen_tau"] = json.loads(sweep.read_text()).get("chosen_tau")
