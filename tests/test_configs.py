@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from lt_lightning.cli import run as main
@@ -155,25 +156,17 @@ def _data_overrides(data_class: str, request, text: str = "") -> list[str]:
     return []
 
 
-#: a LIFT config's CLIP tower (``TestTimeCrops`` > PEFT wrapper > ``CLIPVisualBackbone``) swapped for the tiny random
-#: one of configs/method/digits_lt/lift.yaml: the shipped ViT-B/16 weights would be downloaded (tests never download)
-TINY_CLIP = """model:
-  init_args:
-    backbone:
-      init_args:
-        crop_size: 16
-        resize_to: 18
-        backbone:
-          init_args:
-            backbone:
-              init_args:
-                model_name: lt-tiny-clip
-                pretrained: null
-                model_config:
-                  embed_dim: 16
-                  vision_cfg: {image_size: 16, layers: 2, width: 32, patch_size: 8, head_width: 16}
-                  text_cfg: {context_length: 16, vocab_size: 49408, width: 32, heads: 2, layers: 1}
-"""
+def _tiny_clip_overlay() -> dict:
+    """A LIFT config's CLIP tower (``TestTimeCrops`` > PEFT wrapper > ``CLIPVisualBackbone``) swapped for the tiny
+    random one of configs/method/digits_lt/lift.yaml (its crops and tower arguments, read from that file): the shipped
+    ViT-B/16 weights would be downloaded (tests never download)."""
+    digits_lift = yaml.safe_load((CONFIGS / "method" / "digits_lt" / "lift.yaml").read_text())
+    crops = digits_lift["model"]["init_args"]["backbone"]
+    tower = crops["init_args"]["backbone"]["init_args"]["backbone"]["init_args"]
+    tiny = {k: tower[k] for k in ("model_name", "pretrained", "model_config")}
+    sizes = {k: crops["init_args"][k] for k in ("crop_size", "resize_to")}
+    inner = {"init_args": {"backbone": {"init_args": {"backbone": {"init_args": tiny}}}, **sizes}}
+    return {"model": {"init_args": {"backbone": inner}}}
 
 
 def _model_overrides(files: list[Path], tmp_path: Path) -> list[str]:
@@ -181,7 +174,7 @@ def _model_overrides(files: list[Path], tmp_path: Path) -> list[str]:
     if "CLIPVisualBackbone" not in text or re.search(r"pretrained:\s*null", text):
         return []
     overlay = tmp_path / "tiny_clip.yaml"
-    overlay.write_text(TINY_CLIP)
+    overlay.write_text(yaml.safe_dump(_tiny_clip_overlay()))
     return ["-c", str(overlay)]
 
 
